@@ -1,0 +1,1 @@
+//! MonoFS engine crate.

@@ -1,0 +1,1 @@
+//! MonoFS nfs crate.

@@ -10,7 +10,8 @@
 #   --port P      MONOFS_PORT in the guest (default: $MONOFS_PORT, else 2049)
 #   --timeout S   kill the VM after S seconds (default: $MONOFS_VM_TIMEOUT, else 900)
 #   --env N=V     export N=V in the guest (repeatable)
-#   --log FILE    console log (default: vm/cache/logs/<script>-<time>.log)
+#   --log FILE    console log (default: vm/cache/logs/<name>-<time>.log)
+#   --name NAME   test name for messages and the log (default: script basename)
 #
 # The console streams to stdout and the log. Exit status: the guest script's status,
 # taken from the MONOFS-VM-EXIT=<code> line; 124 on timeout, 125 when the VM stopped
@@ -25,6 +26,7 @@ port="${MONOFS_PORT:-2049}"
 mem=512
 logfile=""
 append=""
+name=""
 envs=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,7 +38,8 @@ while [ $# -gt 0 ]; do
         --env) envs+=("$2"); shift 2 ;;
         --log) logfile="$2"; shift 2 ;;
         --append) append="$2"; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --name) name="$2"; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
         -*) echo "vm/run: unknown option $1" >&2; exit 2 ;;
         *) break ;;
@@ -51,7 +54,7 @@ if [ ! -s "$CACHE/base.cpio.gz" ] || [ ! -s "$CACHE/vmlinuz" ]; then
     "$VM_DIR/prepare.sh"
 fi
 
-name="$(basename "$script" .sh)"
+[ -n "$name" ] || name="$(basename "$script" .sh)"
 mkdir -p "$CACHE/logs"
 [ -n "$logfile" ] || logfile="$CACHE/logs/$name-$(date +%Y%m%d-%H%M%S)-$$.log"
 mkdir -p "$(dirname "$logfile")"

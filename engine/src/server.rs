@@ -1,0 +1,229 @@
+//! One shard's network side: accept loop, framed connections, request handling.
+
+use std::cell::Cell;
+use std::io::ErrorKind;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
+use monofs_net::hrw::shard_of;
+use monofs_net::proto::{frame_len, Request, Response};
+use monofs_net::MAX_FRAME;
+
+use crate::log::{GetError, ShardLog};
+use crate::metrics::ShardMetrics;
+
+/// Connections one shard serves at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Request body bytes one shard holds in memory at once, over all connections
+/// (each request is at most MAX_FRAME).
+pub const MAX_INFLIGHT_BYTES: usize = 8 * MAX_FRAME;
+/// Time a peer has to deliver a request body once its header arrived.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+pub struct Shard {
+    pub index: u16,
+    pub shards: u16,
+    pub node_id: String,
+    pub log: ShardLog,
+    pub metrics: Arc<ShardMetrics>,
+    connections: Cell<usize>,
+    inflight: Semaphore,
+}
+
+impl Shard {
+    pub fn new(index: u16, shards: u16, node_id: String, log: ShardLog, metrics: Arc<ShardMetrics>) -> Shard {
+        Shard {
+            index,
+            shards,
+            node_id,
+            log,
+            metrics,
+            connections: Cell::new(0),
+            inflight: Semaphore::new(MAX_INFLIGHT_BYTES as u64),
+        }
+    }
+
+    fn owner(&self, key: &[u8]) -> Option<u16> {
+        let s = shard_of(key, self.shards);
+        (s != self.index).then_some(s)
+    }
+
+    pub async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Hello => Response::HelloOk {
+                node_id: self.node_id.clone(),
+                shards: self.shards,
+                this_shard: self.index,
+            },
+            Request::PutBatch(items) => {
+                if let Some(s) = items.iter().find_map(|(k, _)| self.owner(k)) {
+                    return Response::WrongShard(s);
+                }
+                match self.log.put_batch(&items).await {
+                    Ok(bytes) => {
+                        self.metrics.put(items.len(), bytes);
+                        Response::Ok
+                    }
+                    Err(e) => Response::Error(e),
+                }
+            }
+            Request::Get { key, offset, len } => {
+                if let Some(s) = self.owner(&key) {
+                    return Response::WrongShard(s);
+                }
+                // A DATA body is 1 + 4 + data bytes and must fit in a frame.
+                let len = len.min((MAX_FRAME - 5) as u32);
+                match self.log.get(&key, offset, len).await {
+                    Ok(Some(d)) => {
+                        self.metrics.get(d.len());
+                        Response::Data(d)
+                    }
+                    Ok(None) => {
+                        self.metrics.get(0);
+                        Response::NotFound
+                    }
+                    Err(GetError::Corrupt(m)) => {
+                        self.metrics.checksum_failure();
+                        tracing::error!(shard = self.index, key = %hex(&key), "refusing to serve corrupt record: {m}");
+                        Response::Error(m)
+                    }
+                    Err(GetError::Io(m)) => {
+                        tracing::error!(shard = self.index, key = %hex(&key), "read failed: {m}");
+                        Response::Error(m)
+                    }
+                }
+            }
+            Request::Stat { key } => {
+                if let Some(s) = self.owner(&key) {
+                    return Response::WrongShard(s);
+                }
+                self.metrics.stat();
+                match self.log.stat(&key) {
+                    Some(n) => Response::Size(n),
+                    None => Response::NotFound,
+                }
+            }
+            Request::Ingest(_) => {
+                Response::Error("this is a MonoFS storage node; send INGEST to a fetcher".into())
+            }
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Accept connections until the listener fails in a way retrying cannot fix.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) -> anyhow::Result<()> {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                let transient = match &e {
+                    glommio::GlommioError::IoError(io) => {
+                        matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+                            || matches!(
+                                io.kind(),
+                                ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+                            )
+                    }
+                    _ => false,
+                };
+                if transient {
+                    tracing::warn!(shard = shard.index, "accept failed: {e}; retrying");
+                    glommio::timer::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+                return Err(anyhow::anyhow!("shard {}: accept failed: {e}", shard.index));
+            }
+        };
+        if shard.connections.get() >= MAX_CONNECTIONS {
+            tracing::warn!(shard = shard.index, "connection limit {MAX_CONNECTIONS} reached; closing new connection");
+            drop(stream);
+            continue;
+        }
+        shard.connections.set(shard.connections.get() + 1);
+        shard.metrics.conn_opened();
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+            serve_conn(&s, stream, &peer).await;
+            s.connections.set(s.connections.get() - 1);
+            s.metrics.conn_closed();
+        })
+        .detach();
+    }
+}
+
+async fn serve_conn(shard: &Shard, mut stream: TcpStream, peer: &str) {
+    let _ = stream.set_nodelay(true);
+    let mut out = Vec::new();
+    loop {
+        let mut hdr = [0u8; 4];
+        match stream.read_exact(&mut hdr).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return,
+            Err(e) => {
+                tracing::debug!(shard = shard.index, peer, "read failed: {e}");
+                return;
+            }
+        }
+        let n = match frame_len(hdr) {
+            Ok(n) => n,
+            Err(e) => {
+                shard.metrics.protocol_error();
+                tracing::warn!(shard = shard.index, peer, "bad frame header ({e}); closing connection");
+                return;
+            }
+        };
+        // The request's bytes count against the shard's budget until answered.
+        let Ok(_permit) = shard.inflight.acquire_permit(n as u64).await else { return };
+        let mut body = vec![0u8; n];
+        let read = glommio::timer::timeout(BODY_TIMEOUT, async {
+            stream.read_exact(&mut body).await.map_err(glommio::GlommioError::from)
+        })
+        .await;
+        if let Err(e) = read {
+            shard.metrics.protocol_error();
+            tracing::warn!(shard = shard.index, peer, "incomplete request body of {n} bytes ({e}); closing connection");
+            return;
+        }
+        let req = match Request::decode(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                shard.metrics.protocol_error();
+                tracing::warn!(shard = shard.index, peer, "undecodable request ({e}); closing connection");
+                let _ = send(&mut stream, &mut out, &Response::Error(format!("malformed request: {e}"))).await;
+                return;
+            }
+        };
+        drop(body);
+        let resp = shard.handle(req).await;
+        if let Err(e) = send(&mut stream, &mut out, &resp).await {
+            tracing::debug!(shard = shard.index, peer, "write failed: {e}");
+            return;
+        }
+    }
+}
+
+async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, resp: &Response) -> std::io::Result<()> {
+    out.clear();
+    out.extend_from_slice(&[0u8; 4]);
+    resp.encode(out);
+    let n = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&n.to_be_bytes());
+    stream.write_all(out).await?;
+    stream.flush().await?;
+    // Keep a large response buffer from pinning memory on an idle connection.
+    if out.capacity() > 64 << 10 {
+        *out = Vec::new();
+    }
+    Ok(())
+}

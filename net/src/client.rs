@@ -58,6 +58,13 @@ impl Conn {
         &self.addr
     }
 
+    /// Change how long a send or a wait for a response may take.
+    pub fn set_io_timeout(&mut self, t: Duration) -> Result<(), NetError> {
+        let io = |source| NetError::Io { addr: self.addr.clone(), source };
+        self.stream.set_read_timeout(Some(t)).map_err(io)?;
+        self.stream.set_write_timeout(Some(t)).map_err(io)
+    }
+
     pub fn send(&mut self, req: &Request) -> Result<(), NetError> {
         let mut body = Vec::new();
         req.encode(&mut body);

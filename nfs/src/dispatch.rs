@@ -1,0 +1,114 @@
+//! Routes one RPC record to its program: header → program/version check → argument
+//! decoding → procedure → result encoding. The only place the three programs meet.
+
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::limits::Limits;
+use crate::nfs3_xdr::{ArgError, NFS_PROGRAM, NFS_V3};
+use crate::mount_xdr::{MOUNT_PROGRAM, MOUNT_V3};
+use crate::portmap_proc::Ports;
+use crate::portmap_xdr::{PORTMAP_PROGRAM, PORTMAP_V2};
+use crate::rpc::{self, AcceptStat, CallHeader, HeaderError};
+use crate::{mount_proc, mount_xdr, nfs3_proc, nfs3_xdr, portmap_proc, portmap_xdr};
+
+/// What one listener serves.
+#[derive(Clone)]
+pub struct Services {
+    /// NFS and MOUNT; `None` where only PORTMAP is served (the UDP portmapper).
+    pub backend: Option<Arc<dyn Backend>>,
+    pub limits: Limits,
+    pub ports: Ports,
+}
+
+/// Answers one record. `None` means there is nothing to answer and the connection should
+/// be dropped (a header too broken to even address a reply) or the message ignored.
+pub fn handle(record: &[u8], svc: &Services) -> Option<Vec<u8>> {
+    let (hdr, args) = match rpc::decode_call(record) {
+        Ok(x) => x,
+        Err(HeaderError::Malformed) => {
+            tracing::warn!(len = record.len(), "malformed RPC call header");
+            return None;
+        }
+        Err(HeaderError::NotACall) => {
+            tracing::warn!("RPC reply received by the server; ignored");
+            return None;
+        }
+        Err(HeaderError::RpcMismatch { xid }) => {
+            tracing::warn!(xid, "RPC version mismatch");
+            return Some(rpc::rpc_mismatch(xid));
+        }
+        Err(HeaderError::Auth { xid, stat }) => {
+            tracing::warn!(xid, ?stat, "RPC credential refused");
+            return Some(rpc::auth_error(xid, stat));
+        }
+    };
+    tracing::debug!(xid = hdr.xid, prog = hdr.prog, vers = hdr.vers, proc_ = hdr.proc_, "rpc call");
+    Some(route(&hdr, args, svc))
+}
+
+fn route(hdr: &CallHeader, args: &[u8], svc: &Services) -> Vec<u8> {
+    let xid = hdr.xid;
+    match (hdr.prog, &svc.backend) {
+        (NFS_PROGRAM, Some(b)) => {
+            // v2 and v4 probes must learn "3 only" so mount.nfs settles on v3.
+            if hdr.vers != NFS_V3 {
+                return rpc::prog_mismatch(xid, NFS_V3, NFS_V3);
+            }
+            finish(xid, hdr, nfs3_xdr::decode_call(hdr.proc_, args), |call| {
+                let reply = nfs3_proc::run(b.as_ref(), &svc.limits, call);
+                let mut e = rpc::success(xid, nfs3_xdr::reply_capacity(&reply));
+                nfs3_xdr::encode_reply(&mut e, &reply);
+                e.into_inner()
+            })
+        }
+        (MOUNT_PROGRAM, Some(b)) => {
+            // MOUNT v1/v2 MNT returns a fixed 32-byte handle, which cannot carry ours.
+            if hdr.vers != MOUNT_V3 {
+                return rpc::prog_mismatch(xid, MOUNT_V3, MOUNT_V3);
+            }
+            finish(xid, hdr, mount_xdr::decode_call(hdr.proc_, args), |call| {
+                let reply = mount_proc::run(b.as_ref(), call);
+                let mut e = rpc::success(xid, 256);
+                mount_xdr::encode_reply(&mut e, &reply);
+                e.into_inner()
+            })
+        }
+        (PORTMAP_PROGRAM, _) => {
+            // rpcbind v3/v4 callers fall back to PORTMAP v2 on this answer.
+            if hdr.vers != PORTMAP_V2 {
+                return rpc::prog_mismatch(xid, PORTMAP_V2, PORTMAP_V2);
+            }
+            finish(xid, hdr, portmap_xdr::decode_call(hdr.proc_, args), |call| {
+                let reply = portmap_proc::run(svc.ports, call);
+                let mut e = rpc::success(xid, 128);
+                portmap_xdr::encode_reply(&mut e, &reply);
+                e.into_inner()
+            })
+        }
+        _ => {
+            tracing::debug!(xid, prog = hdr.prog, "program unavailable");
+            rpc::accept_error(xid, AcceptStat::ProgUnavail)
+        }
+    }
+}
+
+fn finish<C>(xid: u32, hdr: &CallHeader, decoded: Result<C, ArgError>, run: impl FnOnce(C) -> Vec<u8>) -> Vec<u8> {
+    match decoded {
+        Ok(call) => run(call),
+        Err(ArgError::UnknownProc) => {
+            tracing::warn!(xid, prog = hdr.prog, proc_ = hdr.proc_, "procedure unavailable");
+            rpc::accept_error(xid, AcceptStat::ProcUnavail)
+        }
+        Err(ArgError::Garbage) => {
+            tracing::warn!(xid, prog = hdr.prog, proc_ = hdr.proc_, "undecodable arguments");
+            rpc::accept_error(xid, AcceptStat::GarbageArgs)
+        }
+    }
+}
+
+/// SYSTEM_ERR for a call whose handling panicked, if its xid can be read at all.
+pub fn system_error(record: &[u8]) -> Option<Vec<u8>> {
+    let xid = u32::from_be_bytes(record.get(..4)?.try_into().ok()?);
+    Some(rpc::accept_error(xid, AcceptStat::SystemErr))
+}

@@ -1,1 +1,200 @@
-//! MonoFS router crate.
+//! The router: serves the MonoFS namespace over NFSv3 (through `monofs-nfs`),
+//! places every request on the node that owns it, and runs ingests through the
+//! fetchers. It keeps caches only: everything it knows can be rebuilt from the
+//! nodes, so a router can die and another take over with the same handles.
+
+pub mod backend;
+pub mod cache;
+pub mod handle;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod namespace;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use monofs_net::client::Cluster;
+use monofs_net::proto::NodeAddr;
+use monofs_net::{keys, Oid};
+use monofs_nfs::Status;
+
+use crate::cache::ByteLru;
+use crate::metrics::Metrics;
+use crate::namespace::Namespace;
+
+/// How long a router trusts its copy of the namespace record: the bound on how
+/// stale a newly published repository can look to a client.
+pub const NS_TTL: Duration = Duration::from_secs(1);
+/// Bytes of directory records cached.
+pub const DIR_CACHE_BYTES: usize = 256 << 20;
+
+pub struct RouterConfig {
+    /// NFS, MOUNT and PORTMAP on one TCP port.
+    pub nfs_listen: SocketAddr,
+    /// Also serve PORTMAP (TCP and UDP) on this port, normally 111, so a plain
+    /// `mount -t nfs host:/ dir` finds NFS and MOUNT.
+    pub portmap_port: Option<u16>,
+    pub http_listen: SocketAddr,
+    pub nodes: Vec<NodeAddr>,
+    pub replication: usize,
+    pub fetchers: Vec<String>,
+}
+
+pub struct Router {
+    pub(crate) cluster: Cluster,
+    pub(crate) fetchers: Vec<String>,
+    ns: Mutex<Option<(Instant, Arc<Namespace>)>>,
+    /// Serializes this router's read-modify-write of the namespace record.
+    ns_write: Mutex<()>,
+    pub(crate) dirs: ByteLru<Oid, Vec<monofs_net::dir::Entry>>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Router {
+    pub fn new(nodes: Vec<NodeAddr>, replication: usize, fetchers: Vec<String>) -> Router {
+        Router {
+            cluster: Cluster::new(nodes, replication),
+            fetchers,
+            ns: Mutex::new(None),
+            ns_write: Mutex::new(()),
+            dirs: ByteLru::new(DIR_CACHE_BYTES),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The namespace record as stored on its owning nodes.
+    fn load_namespace_record(&self) -> Result<(Vec<monofs_net::ns::NsEntry>, Vec<u8>), String> {
+        let raw = self
+            .cluster
+            .get(&keys::namespace(), 0, monofs_net::MAX_FRAME as u32)
+            .map_err(|e| format!("namespace record unavailable: {e}"))?
+            .unwrap_or_default();
+        if raw.is_empty() {
+            return Ok((Vec::new(), raw));
+        }
+        let entries = monofs_net::ns::decode(&raw).map_err(|e| format!("namespace record corrupt: {e}"))?;
+        Ok((entries, raw))
+    }
+
+    /// The current namespace, at most NS_TTL old.
+    pub fn namespace(&self) -> Result<Arc<Namespace>, Status> {
+        if let Some((at, ns)) = self.ns.lock().unwrap().as_ref() {
+            if at.elapsed() < NS_TTL {
+                return Ok(ns.clone());
+            }
+        }
+        let (entries, raw) = self.load_namespace_record().map_err(|e| {
+            tracing::error!(error = %e, "cannot load namespace");
+            Status::Io
+        })?;
+        let mut slot = self.ns.lock().unwrap();
+        let ns = match slot.as_ref() {
+            Some((_, old)) if old.generation == xxhash_rust::xxh3::xxh3_64(&raw) => old.clone(),
+            _ => Arc::new(Namespace::build(entries, &raw)),
+        };
+        *slot = Some((Instant::now(), ns.clone()));
+        Ok(ns)
+    }
+
+    /// Add or replace a repository in the namespace record, durably on every
+    /// owner, then drop the cached copy so this router sees it at once.
+    pub fn publish(&self, entry: monofs_net::ns::NsEntry) -> Result<(), String> {
+        let _w = self.ns_write.lock().unwrap();
+        let (mut entries, _) = self.load_namespace_record()?;
+        Namespace::check_new(&entries, &entry.path).map_err(|namespace::Conflict::Nested(other)| {
+            format!("'{}' would nest with the published repository '{other}'", entry.path)
+        })?;
+        monofs_net::ns::upsert(&mut entries, entry);
+        let raw = monofs_net::ns::encode(&entries);
+        if raw.len() > monofs_net::MAX_FRAME {
+            return Err("namespace record would exceed its size limit".into());
+        }
+        self.cluster
+            .put_batch(vec![(keys::namespace(), raw)])
+            .map_err(|e| format!("cannot store namespace record: {e}"))?;
+        *self.ns.lock().unwrap() = None;
+        Ok(())
+    }
+
+    pub fn repos(&self) -> Result<Vec<monofs_net::ns::NsEntry>, String> {
+        Ok(self.load_namespace_record()?.0)
+    }
+}
+
+pub struct RouterHandle {
+    pub router: Arc<Router>,
+    pub nfs_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    http: Arc<tiny_http::Server>,
+}
+
+impl RouterHandle {
+    pub fn shutdown(self) {
+        self.shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.http.unblock();
+        // Wake the accept loops so they see the flag.
+        let _ = std::net::TcpStream::connect_timeout(&self.nfs_addr, Duration::from_secs(1));
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
+    let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let nfs = TcpListener::bind(cfg.nfs_listen).with_context(|| format!("cannot listen for NFS on {}", cfg.nfs_listen))?;
+    let nfs_addr = nfs.local_addr()?;
+    let ports = monofs_nfs::Ports { nfs: nfs_addr.port(), mount: nfs_addr.port() };
+    let mut threads = Vec::new();
+    let backend: Arc<dyn monofs_nfs::Backend> = router.clone();
+    {
+        let (b, s) = (backend.clone(), shutdown.clone());
+        threads.push(std::thread::Builder::new().name("nfs-accept".into()).spawn(move || {
+            if let Err(e) = monofs_nfs::serve_tcp(nfs, b, monofs_nfs::Limits::default(), ports, s) {
+                tracing::error!(error = %e, "NFS server stopped");
+            }
+        })?);
+    }
+    if let Some(pm) = cfg.portmap_port {
+        let addr = SocketAddr::new(cfg.nfs_listen.ip(), pm);
+        let tcp = TcpListener::bind(addr).with_context(|| format!("cannot listen for PORTMAP on {addr} (port 111 needs root or CAP_NET_BIND_SERVICE)"))?;
+        let udp = UdpSocket::bind(addr).with_context(|| format!("cannot bind PORTMAP UDP on {addr}"))?;
+        let (b, s) = (backend.clone(), shutdown.clone());
+        threads.push(std::thread::Builder::new().name("portmap-tcp".into()).spawn(move || {
+            if let Err(e) = monofs_nfs::serve_tcp(tcp, b, monofs_nfs::Limits::default(), ports, s) {
+                tracing::error!(error = %e, "PORTMAP TCP server stopped");
+            }
+        })?);
+        let s = shutdown.clone();
+        threads.push(std::thread::Builder::new().name("portmap-udp".into()).spawn(move || {
+            if let Err(e) = monofs_nfs::serve_portmap_udp(udp, ports, s) {
+                tracing::error!(error = %e, "PORTMAP UDP server stopped");
+            }
+        })?);
+    }
+    let http = Arc::new(
+        tiny_http::Server::http(cfg.http_listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {}: {e}", cfg.http_listen))?,
+    );
+    let http_addr = http.server_addr().to_ip().context("HTTP server has no IP address")?;
+    {
+        let (r, h) = (router.clone(), http.clone());
+        threads.push(std::thread::Builder::new().name("http".into()).spawn(move || http::serve(r, h))?);
+    }
+    tracing::info!(nfs = %nfs_addr, http = %http_addr, "router listening");
+    Ok(RouterHandle { router, nfs_addr, http_addr, shutdown, threads, http })
+}

@@ -1,0 +1,152 @@
+//! The HTTP API: `POST /api/ingest` (streams NDJSON progress), `GET /api/repos`,
+//! `GET /metrics` (Prometheus), `GET /healthz`.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam::channel::{bounded, Receiver};
+use serde_json::{json, Value};
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+
+use crate::ingest::IngestParams;
+use crate::Router;
+
+/// Requests handled at once; more get 503.
+pub const MAX_CONCURRENT: usize = 64;
+/// Largest request body read.
+pub const MAX_BODY: usize = 64 << 10;
+
+pub fn serve(router: Arc<Router>, server: Arc<Server>) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    for req in server.incoming_requests() {
+        if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONCURRENT {
+            busy.fetch_sub(1, Ordering::SeqCst);
+            let _ = req.respond(json_response(503, &json!({"error": "router busy, retry later"})));
+            continue;
+        }
+        let (r, b) = (router.clone(), busy.clone());
+        let spawned = std::thread::Builder::new().name("http-req".into()).spawn(move || {
+            handle(&r, req);
+            b.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            busy.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn header(k: &str, v: &str) -> Header {
+    Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("static header")
+}
+
+fn json_response(status: u16, v: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
+    Response::from_data(format!("{v}\n").into_bytes())
+        .with_status_code(StatusCode(status))
+        .with_header(header("Content-Type", "application/json"))
+}
+
+fn handle(router: &Arc<Router>, mut req: Request) {
+    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let resp = match (req.method(), path.as_str()) {
+        (Method::Get, "/healthz") => json_response(200, &json!({"ok": true})),
+        (Method::Get, "/metrics") => Response::from_data(router.metrics.render(router.dirs.bytes()).into_bytes())
+            .with_header(header("Content-Type", "text/plain; version=0.0.4")),
+        (Method::Get, "/api/repos") => match router.repos() {
+            Ok(repos) => json_response(200, &Value::Array(repos.iter().map(entry_json).collect())),
+            Err(e) => json_response(503, &json!({"error": e})),
+        },
+        (Method::Post, "/api/ingest") => {
+            let mut body = Vec::new();
+            let read = req.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
+            match read.map_err(|e| e.to_string()).and_then(|_| parse_ingest(&body)) {
+                Ok(p) => {
+                    let rx = start_ingest(router.clone(), p);
+                    let stream = Response::new(
+                        StatusCode(200),
+                        vec![header("Content-Type", "application/x-ndjson")],
+                        LineReader { rx, cur: Vec::new(), pos: 0 },
+                        None,
+                        None,
+                    );
+                    let _ = req.respond(stream);
+                    return;
+                }
+                Err(e) => json_response(400, &json!({"error": e})),
+            }
+        }
+        _ => json_response(404, &json!({"error": format!("no such endpoint: {} {path}", req.method())})),
+    };
+    let _ = req.respond(resp);
+}
+
+pub fn entry_json(e: &monofs_net::ns::NsEntry) -> Value {
+    json!({
+        "path": format!("/{}", e.path),
+        "url": e.url,
+        "ref": e.git_ref,
+        "commit": monofs_net::oid_hex(&e.commit),
+        "root_tree": monofs_net::oid_hex(&e.root_tree),
+        "commit_time": e.commit_time,
+    })
+}
+
+fn parse_ingest(body: &[u8]) -> Result<IngestParams, String> {
+    if body.len() > MAX_BODY {
+        return Err(format!("request body over {MAX_BODY} bytes"));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("request body is not JSON: {e}"))?;
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let url = s("url");
+    if url.trim().is_empty() {
+        return Err("missing \"url\"".into());
+    }
+    Ok(IngestParams { url, git_ref: s("ref"), source_id: s("source_id") })
+}
+
+/// Run the ingest on its own thread; each progress event and the result become
+/// one JSON line. The channel is bounded: a slow client slows only its ingest's
+/// progress reports, which are dropped rather than queued when it falls behind.
+fn start_ingest(router: Arc<Router>, p: IngestParams) -> Receiver<Vec<u8>> {
+    let (tx, rx) = bounded::<Vec<u8>>(256);
+    let _ = std::thread::Builder::new().name("ingest".into()).spawn(move || {
+        let line = |v: Value| format!("{v}\n").into_bytes();
+        let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
+        let result = router.ingest(&p, &mut |phase, objects, bytes| {
+            if last.elapsed().as_millis() >= 100 || phase == "publishing" {
+                last = std::time::Instant::now();
+                let _ = tx.try_send(line(json!({"phase": phase, "objects": objects, "bytes": bytes})));
+            }
+        });
+        let fin = match result {
+            Ok(e) => json!({"done": true, "repo": entry_json(&e)}),
+            Err(e) => json!({"done": false, "error": e}),
+        };
+        let _ = tx.send(line(fin));
+    });
+    rx
+}
+
+struct LineReader {
+    rx: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for LineReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(l) => {
+                    self.cur = l;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

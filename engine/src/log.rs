@@ -13,7 +13,9 @@
 //! | 24..32 | sequence number (per shard, increasing) |
 //! | 32.. | key, value, zero padding up to a multiple of 4096 |
 //!
-//! Files are written and read with glommio DMA files (O_DIRECT through io_uring).
+//! The file starts with one 4096-byte file header (see [`FileHeader`]); records
+//! follow from offset 4096. Files are written and read with glommio DMA files
+//! (O_DIRECT through io_uring).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -33,6 +35,89 @@ pub const MAGIC: u32 = u32::from_be_bytes(*b"MFSR");
 pub const VERSION: u16 = 1;
 /// Bytes read at a time while rebuilding the index.
 const SCAN_WINDOW: usize = 4 << 20;
+/// Offset of the first record: the file header takes the first block.
+pub const LOG_START: u64 = ALIGN;
+pub const FILE_MAGIC: [u8; 8] = *b"MONOFSLG";
+pub const FILE_VERSION: u32 = 1;
+
+/// The first block of a log file: `b"MONOFSLG"`, u32 format version, u16 shard
+/// index, u16 shard count (big-endian), zeros to 4096 bytes.
+///
+/// Besides naming the file, it keeps a log from ever being empty when glommio
+/// opens it: glommio probes io_uring polled I/O with a read at offset 0 and
+/// caches the answer per device, and on an empty file that read succeeds
+/// without touching the device, wrongly enabling polled reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    pub shard: u16,
+    pub shards: u16,
+}
+
+impl FileHeader {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; LOG_START as usize];
+        b[0..8].copy_from_slice(&FILE_MAGIC);
+        b[8..12].copy_from_slice(&FILE_VERSION.to_be_bytes());
+        b[12..14].copy_from_slice(&self.shard.to_be_bytes());
+        b[14..16].copy_from_slice(&self.shards.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<FileHeader, String> {
+        if b.len() < 16 || b[0..8] != FILE_MAGIC {
+            return Err("not a MonoFS log (bad magic)".into());
+        }
+        let version = u32::from_be_bytes(b[8..12].try_into().unwrap());
+        if version != FILE_VERSION {
+            return Err(format!("unsupported log format version {version}"));
+        }
+        Ok(FileHeader {
+            shard: u16::from_be_bytes([b[12], b[13]]),
+            shards: u16::from_be_bytes([b[14], b[15]]),
+        })
+    }
+}
+
+/// Create the log with its header if it is missing (or was cut short while
+/// being created), or check the header of an existing one. Plain blocking I/O:
+/// this runs once per shard at start.
+fn prepare_file(path: &Path, want: FileHeader) -> anyhow::Result<()> {
+    use std::io::Read;
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => anyhow::bail!("stat {}: {e}", path.display()),
+    };
+    if len >= LOG_START {
+        let mut b = [0u8; 16];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(|e| anyhow::anyhow!("reading header of {}: {e}", path.display()))?;
+        let h = FileHeader::decode(&b).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if h != want {
+            anyhow::bail!(
+                "{} belongs to shard {} of {}, but this node runs {} shards: keys would be \
+                 misplaced; start with --shards {} or use a fresh db path",
+                path.display(),
+                h.shard,
+                h.shards,
+                want.shards,
+                h.shards
+            );
+        }
+        return Ok(());
+    }
+    let tmp = path.with_extension("log.new");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&want.encode())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    };
+    write().map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))
+}
 
 pub fn align_up(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
@@ -140,9 +225,11 @@ impl ShardLog {
     pub async fn open(
         db: &Path,
         shard: usize,
+        shards: usize,
         metrics: std::sync::Arc<ShardMetrics>,
     ) -> anyhow::Result<(ShardLog, OpenStats)> {
         let path = Self::path_for(db, shard);
+        prepare_file(&path, FileHeader { shard: shard as u16, shards: shards as u16 })?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -158,7 +245,7 @@ impl ShardLog {
         let mut index: HashMap<Vec<u8>, IndexEntry> = HashMap::new();
         let mut stats = OpenStats::default();
         let mut max_seq = 0u64;
-        let mut off = 0u64;
+        let mut off = LOG_START;
         // Window of the file currently in memory: [win_start, win_start + win.len()).
         let mut win_start = 0u64;
         let mut win: Option<ReadResult> = None;
@@ -366,6 +453,15 @@ async fn read_aligned(file: &DmaFile, path: &Path, off: u64, n: usize) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_header_round_trip() {
+        let h = FileHeader { shard: 3, shards: 4 };
+        let b = h.encode();
+        assert_eq!(b.len(), 4096);
+        assert_eq!(FileHeader::decode(&b), Ok(h));
+        assert!(FileHeader::decode(&b"MONOFSLX\0\0\0\x01\0\0\0\0"[..]).is_err());
+    }
 
     #[test]
     fn header_round_trip() {

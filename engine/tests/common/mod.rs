@@ -1,0 +1,102 @@
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use monofs_engine::{start, NodeConfig, NodeHandle};
+use monofs_net::client::NodeClient;
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A fresh directory on the real disk (O_DIRECT does not work on tmpfs).
+pub fn db_dir(name: &str) -> PathBuf {
+    let base = if is_tmpfs(Path::new("/tmp")) {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/engine-tests")
+    } else {
+        std::env::temp_dir()
+    };
+    let d = base.join(format!("monofs-engine-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn is_tmpfs(p: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut best: Option<(usize, bool)> = None;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() >= 3 && p.starts_with(f[1]) && best.is_none_or(|(n, _)| f[1].len() >= n) {
+            best = Some((f[1].len(), f[2] == "tmpfs"));
+        }
+    }
+    best.is_some_and(|(_, t)| t)
+}
+
+/// A base port whose `shards` consecutive ports are free right now.
+fn free_ports(shards: usize) -> u16 {
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if p as usize + shards > 65535 {
+            continue;
+        }
+        if (1..shards).all(|i| TcpListener::bind(("127.0.0.1", p + i as u16)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+pub fn start_at(db: &Path, shards: usize, port: u16) -> anyhow::Result<NodeHandle> {
+    start(NodeConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        node_id: "n1".into(),
+        db_path: db.to_path_buf(),
+        shards,
+    })
+}
+
+/// Start a node on free ports, retrying if another process took one meanwhile.
+pub fn start_node(db: &Path, shards: usize) -> (NodeHandle, String) {
+    init_tracing();
+    let mut last = None;
+    for _ in 0..20 {
+        let port = free_ports(shards);
+        match start_at(db, shards, port) {
+            Ok(h) => return (h, format!("127.0.0.1:{port}")),
+            Err(e) if format!("{e:#}").contains("binding") => last = Some(e),
+            Err(e) => panic!("start failed: {e:#}"),
+        }
+    }
+    panic!("no free ports: {last:?}");
+}
+
+pub fn client(addr: &str) -> NodeClient {
+    NodeClient::connect("n1", addr).unwrap()
+}
+
+/// Deterministic bytes for a value.
+pub fn value(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1) as u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn key(i: u32) -> Vec<u8> {
+    let mut k = b"Bkey-".to_vec();
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}

@@ -245,6 +245,8 @@ pub struct FsInfo {
 }
 
 /// RFC 1813 FSINFO properties bits.
+/// Not advertised: the namespace has no hard links.
+#[allow(dead_code)]
 pub const FSF3_LINK: u32 = 0x0001;
 pub const FSF3_SYMLINK: u32 = 0x0002;
 pub const FSF3_HOMOGENEOUS: u32 = 0x0008;

@@ -3,7 +3,7 @@
 
 use crate::mount_xdr::{MOUNT_PROGRAM, MOUNT_V3};
 use crate::nfs3_xdr::{NFS_PROGRAM, NFS_V3};
-use crate::portmap_xdr::{Mapping, PmapCall, PmapReply, IPPROTO_TCP};
+use crate::portmap_xdr::{Mapping, PmapCall, PmapReply, IPPROTO_TCP, IPPROTO_UDP};
 
 /// The TCP ports PORTMAP GETPORT answers for NFS and MOUNT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,9 @@ pub fn run(ports: Ports, call: PmapCall) -> PmapReply {
 /// the client reaches us and learns the supported range from PROG_MISMATCH. We serve TCP
 /// only: UDP queries get 0 and clients (mount.nfs probes UDP first) fall back to TCP.
 fn getport(ports: Ports, q: Mapping) -> u32 {
+    if q.prot == IPPROTO_UDP {
+        return 0;
+    }
     table(ports)
         .into_iter()
         .find(|m| m.prog == q.prog && m.prot == q.prot)

@@ -131,6 +131,7 @@ pub fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     }
     std::fs::create_dir_all(&cfg.db_path)
         .with_context(|| format!("creating db directory {}", cfg.db_path.display()))?;
+    log::check_db(&cfg.db_path, cfg.shards)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();

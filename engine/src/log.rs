@@ -78,6 +78,41 @@ impl FileHeader {
     }
 }
 
+/// Check, before any file is created, that the logs already in `db` were
+/// written by a node with `shards` shards.
+pub fn check_db(db: &Path, shards: usize) -> anyhow::Result<()> {
+    use std::io::Read;
+    let entries = match std::fs::read_dir(db) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => anyhow::bail!("reading db directory {}: {e}", db.display()),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| anyhow::anyhow!("reading db directory {}: {e}", db.display()))?;
+        let name = entry.file_name();
+        let Some(idx) = name.to_str().and_then(|n| n.strip_prefix("shard-")?.strip_suffix(".log")?.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let mut b = [0u8; 16];
+        let found = std::fs::File::open(entry.path()).and_then(|mut f| f.read_exact(&mut b));
+        let recorded = match found {
+            Ok(()) => FileHeader::decode(&b).map_err(|e| anyhow::anyhow!("{}: {e}", entry.path().display()))?.shards,
+            // Cut short while being created: no records, no opinion.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+            Err(e) => anyhow::bail!("reading {}: {e}", entry.path().display()),
+        };
+        if recorded as usize != shards || idx >= shards {
+            anyhow::bail!(
+                "{} was written by a node with {recorded} shards, but this node runs {shards}: keys would be \
+                 misplaced; start with {recorded} shards or use a fresh db path",
+                entry.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Create the log with its header if it is missing (or was cut short while
 /// being created), or check the header of an existing one. Plain blocking I/O:
 /// this runs once per shard at start.
@@ -302,6 +337,13 @@ impl ShardLog {
                 cut_bytes = stats.cut_bytes,
                 "log tail is torn or invalid ({reason}); cutting it off"
             );
+            // Mid-log damage would cut good records too: keep the bytes for the
+            // operator rather than destroying them.
+            let saved = save_cut_tail(&path, off);
+            match &saved {
+                Ok(p) => tracing::warn!(shard, "cut bytes saved to {}", p.display()),
+                Err(e) => anyhow::bail!("saving the cut tail of {} before truncating: {e}", path.display()),
+            }
             file.truncate(off).await.map_err(|e| anyhow::anyhow!("truncating {}: {e}", path.display()))?;
             file.fdatasync().await.map_err(|e| anyhow::anyhow!("fdatasync {}: {e}", path.display()))?;
         }
@@ -442,6 +484,22 @@ impl ShardLog {
             tracing::warn!(shard = self.shard, "closing {}: {e}", self.path.display());
         }
     }
+}
+
+/// Copy `path[off..]` to `path.cut-<off>-<unix secs>` (plain blocking I/O, at start only).
+fn save_cut_tail(path: &Path, off: u64) -> std::io::Result<PathBuf> {
+    use std::io::{Seek, SeekFrom};
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dest = path.with_extension(format!("log.cut-{off}-{secs}"));
+    let mut src = std::fs::File::open(path)?;
+    src.seek(SeekFrom::Start(off))?;
+    let mut dst = std::fs::File::create(&dest)?;
+    std::io::copy(&mut src, &mut dst)?;
+    dst.sync_all()?;
+    Ok(dest)
 }
 
 async fn read_aligned(file: &DmaFile, path: &Path, off: u64, n: usize) -> anyhow::Result<ReadResult> {

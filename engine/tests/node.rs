@@ -200,6 +200,13 @@ fn torn_tail_is_cut_off() {
         }
     }
     assert_eq!(node.metrics().total().keys, n as u64 - 1);
+    // The cut bytes were kept aside for inspection.
+    let saved: Vec<_> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".log.cut-"))
+        .collect();
+    assert_eq!(saved.len(), 2, "{saved:?}");
     // The cut tails are gone from disk, so new appends follow the last good record.
     assert_eq!(std::fs::metadata(&log0).unwrap().len() % 4096, 0);
     assert_eq!(std::fs::metadata(&log1).unwrap().len() % 4096, 0);
@@ -332,5 +339,6 @@ fn port_in_use_and_bad_config_are_errors() {
     // Reopening a db with another shard count would misplace keys.
     let err = start_at(&db, 3, 0).err().expect("shard count change must fail");
     assert!(format!("{err:#}").contains("shards"), "{err:#}");
+    assert!(!db.join("shard-2.log").exists());
     assert_eq!(monofs_engine::check_io_uring(), Ok(()));
 }

@@ -3,13 +3,13 @@
 #
 # usage: tests/check-tree.sh [--no-hash] [--hash-max BYTES] [--ignore PATH]... [-v] MANIFEST DIR
 #
-# POSIX sh; runs on a host (GNU tools) and in the MonoFS test VM (busybox: find, xargs,
+# POSIX sh; runs on a host (GNU tools) and in the MonoFS test VM (busybox: find,
 # stat, sha256sum, readlink, awk, sort). Checks, for every manifest path: it exists with
 # the right type (dir, regular file, symlink; submodules are empty directories), exec bit
 # (exec: owner x set; file: no x bits), size (files, symlinks), sha256 of the content and
 # symlink target; and that every directory lists exactly the expected names (no extras,
-# no duplicates). Work is done in a few passes over the whole tree (one find, one xargs
-# stat, one xargs sha256sum), not per file.
+# no duplicates). Work is done in a few passes over the whole tree (find -exec stat {} +,
+# find -exec sha256sum {} +), not per file.
 #   --no-hash         skip content hashes (types, sizes, listings, targets only)
 #   --hash-max BYTES  hash only files of at most BYTES bytes (bigger: size checked only)
 #   --ignore PATH     do not report PATH (and what is below it) as unexpected, e.g. .git
@@ -44,9 +44,10 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$dir" || exit 2
 export LC_ALL=C
 
-# 1. every entry with lstat raw mode (hex) and size, one stat process per xargs batch
-find . -print0 > "$tmp/all0" 2> "$tmp/find.err" || echo "find: exit status $?" >> "$tmp/find.err"
-xargs -0 -r stat -c '%f %s %n' < "$tmp/all0" > "$tmp/stat" 2> "$tmp/stat.err"
+# 1. every entry with lstat raw mode (hex) and size
+# (find -exec {} +, not xargs -0: busybox 1.35 xargs -0 corrupts long argument lists)
+find . -exec stat -c '%f %s %n' {} + > "$tmp/stat" 2> "$tmp/stat.err" \
+    || echo "find/stat: exit status $?" >> "$tmp/stat.err"
 
 # 2. symlink targets (few; one readlink each)
 find . -type l > "$tmp/links"
@@ -59,18 +60,17 @@ done < "$tmp/links" > "$tmp/targets"
 : > "$tmp/sums"
 if [ "$hash" = 1 ]; then
     if [ -n "$hash_max" ]; then
-        find . -type f ! -size +"${hash_max}c" -print0
+        find . -type f ! -size +"${hash_max}c" -exec sha256sum {} +
     else
-        find . -type f -print0
-    fi > "$tmp/files0"
-    xargs -0 -r sha256sum < "$tmp/files0" > "$tmp/sums" 2> "$tmp/sums.err"
+        find . -type f -exec sha256sum {} +
+    fi > "$tmp/sums" 2> "$tmp/sums.err" || echo "find/sha256sum: exit status $?" >> "$tmp/sums.err"
 fi
 
 printf '%s' "$ignore" > "$tmp/ignore"
 
 # errors while walking or reading the tree are failures too
 errors=0
-for e in find.err stat.err sums.err; do
+for e in stat.err sums.err; do
     if [ -s "$tmp/$e" ]; then
         echo "check-tree: errors from ${e%.err}:"
         head -n 20 "$tmp/$e"

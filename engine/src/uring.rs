@@ -25,6 +25,7 @@ fn seccomp_mode() -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Seccomp:")).and_then(|v| v.trim().parse().ok())
 }
 
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
 fn getrlimit_memlock() -> Result<(u64, u64), String> {
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: rl is a valid rlimit for the kernel to fill in.
@@ -42,6 +43,7 @@ fn setrlimit_memlock(cur: u64, max: u64) -> bool {
 
 /// Raise RLIMIT_MEMLOCK towards WANT_MEMLOCK: the soft limit up to the hard one,
 /// and the hard one too if we are privileged. Returns the resulting soft limit.
+#[allow(clippy::unnecessary_cast)]
 fn raise_memlock() -> Result<u64, String> {
     let (cur, max) = getrlimit_memlock()?;
     let infinite = libc::RLIM_INFINITY as u64;

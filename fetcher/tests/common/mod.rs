@@ -1,0 +1,240 @@
+//! Test helpers: Git repositories built with the `git` CLI, and a stand-in
+//! storage node speaking the net protocol from memory (the real node has its
+//! own tests; the end-to-end suite covers the pair).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use monofs_net::proto::{frame, frame_len, NodeAddr, Request, Response};
+
+/// What a fake node holds for one key.
+#[derive(Clone, Debug)]
+pub enum Stored {
+    Full(Vec<u8>),
+    /// Only length and xxh3 kept (tests that must not hold big values).
+    Digest(u64, u64),
+}
+
+#[derive(Default)]
+pub struct NodeState {
+    pub data: HashMap<Vec<u8>, Stored>,
+    /// How often each key was put.
+    pub puts: HashMap<Vec<u8>, u32>,
+    pub batches: u64,
+}
+
+pub struct FakeNode {
+    pub id: String,
+    pub addr: String,
+    pub state: Arc<Mutex<NodeState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeNode {
+    pub fn start(id: &str, digest_only: bool) -> FakeNode {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let state = Arc::new(Mutex::new(NodeState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, id2, stop2) = (state.clone(), id.to_string(), stop.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = s else { continue };
+                let (st, id) = (st.clone(), id2.clone());
+                std::thread::spawn(move || serve(s, st, &id, digest_only));
+            }
+        });
+        FakeNode { id: id.to_string(), addr, state, stop }
+    }
+
+    pub fn node_addr(&self) -> NodeAddr {
+        NodeAddr { id: self.id.clone(), addr: self.addr.clone() }
+    }
+
+    pub fn total_puts(&self) -> usize {
+        self.state.lock().unwrap().puts.values().map(|&v| v as usize).sum()
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn serve(mut s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: bool) {
+    loop {
+        let mut hdr = [0u8; 4];
+        if s.read_exact(&mut hdr).is_err() {
+            return;
+        }
+        let n = frame_len(hdr).unwrap();
+        let mut body = vec![0u8; n];
+        s.read_exact(&mut body).unwrap();
+        let resp = match Request::decode(&body).unwrap() {
+            Request::Hello => Response::HelloOk { node_id: id.to_string(), shards: 1, this_shard: 0 },
+            Request::PutBatch(items) => {
+                let mut g = st.lock().unwrap();
+                g.batches += 1;
+                for (k, v) in items {
+                    *g.puts.entry(k.clone()).or_default() += 1;
+                    let stored = if digest_only {
+                        Stored::Digest(v.len() as u64, xxhash_rust::xxh3::xxh3_64(&v))
+                    } else {
+                        Stored::Full(v)
+                    };
+                    g.data.insert(k, stored);
+                }
+                Response::Ok
+            }
+            Request::Get { key, offset, len } => match st.lock().unwrap().data.get(&key) {
+                Some(Stored::Full(v)) => {
+                    let a = (offset as usize).min(v.len());
+                    let b = (a + len as usize).min(v.len());
+                    Response::Data(v[a..b].to_vec())
+                }
+                Some(Stored::Digest(..)) => Response::Error("digest only".into()),
+                None => Response::NotFound,
+            },
+            Request::Stat { key } => match st.lock().unwrap().data.get(&key) {
+                Some(Stored::Full(v)) => Response::Size(v.len() as u64),
+                Some(Stored::Digest(l, _)) => Response::Size(*l),
+                None => Response::NotFound,
+            },
+            Request::Ingest(_) => Response::Error("not a fetcher".into()),
+        };
+        let mut out = Vec::new();
+        resp.encode(&mut out);
+        if s.write_all(&frame(&out)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Run git with fixed identity and dates; panic on failure; return stdout.
+pub fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "MonoFS Test")
+        .env("GIT_AUTHOR_EMAIL", "test@monofs.invalid")
+        .env("GIT_COMMITTER_NAME", "MonoFS Test")
+        .env("GIT_COMMITTER_EMAIL", "test@monofs.invalid")
+        .env("GIT_AUTHOR_DATE", "2021-02-03T04:05:06Z")
+        .env("GIT_COMMITTER_DATE", "2021-02-03T04:05:06Z")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+pub fn git_str(dir: &Path, args: &[&str]) -> String {
+    String::from_utf8(git(dir, args)).unwrap().trim().to_string()
+}
+
+/// Committer time of the fixtures.
+pub const COMMIT_TIME: i64 = 1612325106;
+
+/// Deterministic pseudo-random bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A repository exercising every entry kind. Branch `main` (HEAD), branch
+/// `other`, annotated tag `v1` (on the first commit).
+pub fn fixture_repo(root: &Path) -> PathBuf {
+    let r = root.join("fixture");
+    std::fs::create_dir_all(&r).unwrap();
+    git(&r, &["init", "-q", "-b", "main"]);
+    std::fs::write(r.join("README.md"), "hello MonoFS\n").unwrap();
+    git(&r, &["add", "-A"]);
+    git(&r, &["commit", "-q", "-m", "first"]);
+    git(&r, &["tag", "-a", "v1", "-m", "tag one"]);
+    git(&r, &["branch", "other"]);
+    std::fs::create_dir_all(r.join("dir with space")).unwrap();
+    std::fs::write(r.join("dir with space/ünïcødé file.txt"), "unicode\n").unwrap();
+    std::fs::write(r.join("empty"), "").unwrap();
+    std::fs::write(r.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(r.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("README.md", r.join("link")).unwrap();
+    for top in ["a", "b"] {
+        std::fs::create_dir_all(r.join(top).join("x/y")).unwrap();
+        std::fs::write(r.join(top).join("x/f"), "same\n").unwrap();
+        std::fs::write(r.join(top).join("x/y/g"), "deep\n").unwrap();
+        std::fs::write(r.join(top).join("x/y/h"), "same\n").unwrap();
+    }
+    // Names that sort differently in Git (dirs as if suffixed with '/') and by bytes.
+    std::fs::create_dir_all(r.join("foo")).unwrap();
+    std::fs::write(r.join("foo/inner"), "i\n").unwrap();
+    std::fs::write(r.join("foo.txt"), "f\n").unwrap();
+    std::fs::write(r.join("foo-bar"), "fb\n").unwrap();
+    std::fs::write(r.join("big.bin"), noise(3 << 20, 7)).unwrap();
+    git(&r, &["add", "-A"]);
+    git(&r, &["update-index", "--add", "--cacheinfo", "160000,1234567890123456789012345678901234567890,sub"]);
+    git(&r, &["commit", "-q", "-m", "second"]);
+    r
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `git daemon` serving `base`, killed on drop.
+pub struct Daemon {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Daemon {
+    pub fn start(base: &Path) -> Daemon {
+        let port = free_port();
+        let child = Command::new("git")
+            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        d
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -30,6 +30,9 @@ pub const DEFAULT_MAX_IO: u32 = 1024 * 1024;
 /// Worker threads running procedures (backend calls may block on the network).
 pub const DEFAULT_WORKERS: usize = 16;
 
+/// Upper bound on a configured max_io: a reply must fit one record fragment (< 2 GiB)
+/// and a worker's buffer; 64 MiB is far above what clients use.
+pub const MAX_IO_CEILING: u32 = 64 * 1024 * 1024;
 /// FSINFO rtmult/wtmult: the page size clients should align transfers to.
 pub const IO_MULTIPLE: u32 = 4096;
 /// FSINFO maxfilesize: largest offset a client may address (fits i64 for Linux).
@@ -80,7 +83,7 @@ impl Limits {
             max_record: self.max_record.max(1),
             max_inflight_per_conn: self.max_inflight_per_conn.max(1),
             max_conns: self.max_conns.max(1),
-            max_io: self.max_io.max(IO_MULTIPLE),
+            max_io: self.max_io.clamp(IO_MULTIPLE, MAX_IO_CEILING),
             workers: self.workers.max(1),
         }
     }

@@ -44,9 +44,7 @@ pub fn run(b: &dyn Backend, limits: &Limits, call: Nfs3Call) -> Nfs3Reply {
             created(b, &args.dir, res)
         }
         Nfs3Call::Symlink(args) => {
-            let res = check_name(&args.name)
-                .and_then(|_| if args.target.len() > NFS3_MAXPATHLEN { Err(Status::NameTooLong) } else { Ok(()) })
-                .and_then(|_| b.symlink(&args));
+            let res = check_name(&args.name).and_then(|_| check_target(&args.target)).and_then(|_| b.symlink(&args));
             created(b, &args.dir, res)
         }
         Nfs3Call::Mknod(where_, what) => {
@@ -124,6 +122,14 @@ fn check_name(name: &[u8]) -> Result<(), Status> {
     }
     if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
         return Err(Status::Inval);
+    }
+    Ok(())
+}
+
+/// Symlink targets are paths of bounded length.
+fn check_target(target: &[u8]) -> Result<(), Status> {
+    if target.len() > NFS3_MAXPATHLEN {
+        return Err(Status::NameTooLong);
     }
     Ok(())
 }

@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
         --log) logfile="$2"; shift 2 ;;
         --append) append="$2"; shift 2 ;;
         --name) name="$2"; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         --) shift; break ;;
         -*) echo "vm/run: unknown option $1" >&2; exit 2 ;;
         *) break ;;

@@ -46,6 +46,9 @@ pub const WORK_QUEUE_PER_WORKER: usize = 8;
 pub const ACCEPT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Read timeout on sockets, so blocked readers notice the shutdown flag.
 pub const READ_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// A reply write blocked this long (client not reading) closes the connection, so one
+/// stuck client cannot hold workers.
+pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest PORTMAP datagram we read or answer (calls are a few dozen bytes).
 pub const UDP_MAX_DATAGRAM: usize = 8800;
 

@@ -13,7 +13,7 @@ use std::thread;
 use crossbeam::channel::{bounded, Receiver, Sender};
 
 use crate::dispatch::{self, Services};
-use crate::limits::{ACCEPT_POLL_INTERVAL, READ_POLL_INTERVAL, WORK_QUEUE_PER_WORKER};
+use crate::limits::{ACCEPT_POLL_INTERVAL, READ_POLL_INTERVAL, REPLY_WRITE_TIMEOUT, WORK_QUEUE_PER_WORKER};
 use crate::record::{self, RecordRead};
 
 /// accept(2) errors that say nothing about the listener itself (Linux errno values):
@@ -156,6 +156,7 @@ fn start_conn(
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(READ_POLL_INTERVAL))?;
+    stream.set_write_timeout(Some(REPLY_WRITE_TIMEOUT))?;
     let conn = Arc::new(Conn {
         peer,
         writer: Mutex::new(stream.try_clone()?),

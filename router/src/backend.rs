@@ -63,17 +63,16 @@ fn obj_attr(o: &ObjHandle) -> Fattr {
 }
 
 /// The handle of tree entry `e` in the directory with path hash `parent`.
-fn entry_handle(repo: u64, parent: u64, e: &Entry, mtime: i64) -> Option<ObjHandle> {
+fn entry_handle(repo: u64, parent: u64, e: &Entry, mtime: i64) -> ObjHandle {
     let kind = match e.mode {
         MODE_TREE => ObjKind::Tree,
-        MODE_FILE | MODE_EXEC => ObjKind::File,
         MODE_SYMLINK => ObjKind::Symlink,
         MODE_SUBMODULE => ObjKind::Submodule,
-        // Git accepts the legacy 100664 as a regular file.
-        m if m & 0o170000 == 0o100000 => ObjKind::File,
-        _ => return None,
+        // 100644, 100755, and the legacy modes Git still reads (100664) are files.
+        _ => ObjKind::File,
     };
-    Some(ObjHandle { kind, repo, path: child_path(parent, &e.name), oid: e.oid, mode: e.mode, size: e.size, mtime })
+    debug_assert!(matches!(e.mode, MODE_TREE | MODE_SYMLINK | MODE_SUBMODULE | MODE_FILE | MODE_EXEC) || e.mode & 0o170000 == 0o100000);
+    ObjHandle { kind, repo, path: child_path(parent, &e.name), oid: e.oid, mode: e.mode, size: e.size, mtime }
 }
 
 /// What a directory handle lists.
@@ -208,7 +207,7 @@ impl Router {
             Listing::Ns(ns, path) => ns.lookup(path, name).map(|p| Handle::Ns { path: p }).ok_or(Status::NoEnt),
             Listing::Tree { repo, path, mtime, entries } => {
                 let (_, e) = dir::find(&entries, name).ok_or(Status::NoEnt)?;
-                entry_handle(repo, path, e, mtime).map(Handle::Obj).ok_or(Status::Io)
+                Ok(Handle::Obj(entry_handle(repo, path, e, mtime)))
             }
             Listing::Empty => Err(Status::NoEnt),
         }
@@ -315,7 +314,7 @@ impl Backend for Router {
                 }
                 Listing::Tree { repo, path, mtime, entries: es } => {
                     for (i, e) in es.iter().enumerate().skip(start).take(max) {
-                        let Some(o) = entry_handle(repo, path, e, mtime) else { continue };
+                        let o = entry_handle(repo, path, e, mtime);
                         entries.push(DirEntry {
                             fileid: o.path,
                             name: e.name.clone(),

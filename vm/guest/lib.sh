@@ -14,14 +14,17 @@ monofs_mount() {
 }
 
 # monofs_mount_plain [-o OPTS] DIR
-#   Debian's mount.nfs against the standard ports (portmapper 111, NFS 2049):
-#   mount -t nfs -o nolock[,OPTS] 10.0.2.2:/ DIR
-#   (nolock: the guest runs no rpc.statd; add vers=3 to skip the NFSv4 attempt)
+#   Debian's mount.nfs against the standard ports (portmapper 111, NFS 2049, MOUNT via
+#   the portmapper), as `mount -t nfs -o nolock[,OPTS] 10.0.2.2:/ DIR` does on a Debian
+#   client: /sbin/mount.nfs is called directly (busybox mount would fall back to its own
+#   attempt after the helper fails, muddling errors). nolock: the guest runs no rpc.statd.
+#   Add vers=3 to skip the NFSv4 attempt; retry=0 to fail at once instead of retrying
+#   for 2 minutes.
 monofs_mount_plain() {
     _monofs_opts=nolock
     if [ "$1" = "-o" ]; then _monofs_opts="nolock,$2"; shift 2; fi
     mkdir -p "$1"
-    mount -t nfs -o "$_monofs_opts" "$MONOFS_ADDR:/" "$1"
+    /sbin/mount.nfs "$MONOFS_ADDR:/" "$1" -o "$_monofs_opts"
 }
 
 # monofs_umount DIR

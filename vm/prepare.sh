@@ -75,7 +75,7 @@ if [ -z "$KPKG" ]; then
 fi
 KVER="${KPKG#linux-image-}"
 
-if [ ! -s "$CACHE/vmlinuz" ] || [ ! -s "$CACHE/kernel/modules-$KVER.ok" ]; then
+if [ ! -s "$CACHE/vmlinuz" ] || [ ! -e "$CACHE/kernel/modules-$KVER.ok" ]; then
     deb=$(download "$KPKG")
     log "extracting $(basename "$deb")"
     rm -rf "$CACHE/kernel"

@@ -1,1 +1,181 @@
-fn main() {}
+//! `monofs`: the one binary. Each subcommand is one component (router, node,
+//! fetcher), the whole cluster on one machine (`up`), or a client tool.
+
+mod client;
+mod datadir;
+mod ingest_cmd;
+mod logging;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes, for scripts.
+pub mod exit {
+    /// Something failed (the message says what).
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage (clap).
+    pub const USAGE: u8 = 2;
+    /// The path does not exist in the namespace.
+    pub const NOT_FOUND: u8 = 3;
+    /// The router (or another component) could not be reached.
+    pub const UNREACHABLE: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "monofs",
+    version,
+    about = "MonoFS: Git repositories as one read-only NFSv3 namespace, mounted with the stock kernel client",
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 path not found, 4 component unreachable.\n\
+                  Logs go to stderr; RUST_LOG (e.g. RUST_LOG=debug) sets the level."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a whole cluster (nodes, fetcher, router) on this machine over loopback.
+    Up(up::UpArgs),
+    /// Run a router: NFSv3 + MOUNT + PORTMAP server and HTTP API.
+    Router(RouterArgs),
+    /// Run a storage node.
+    Node(NodeArgs),
+    /// Run a fetcher.
+    Fetcher(FetcherArgs),
+    /// Ingest a Git repository into a running cluster (through its router).
+    Ingest(ingest_cmd::IngestArgs),
+    /// List a directory over NFSv3 (no mount needed).
+    Ls(client::LsArgs),
+    /// Print a file over NFSv3 (no mount needed).
+    Cat(client::PathArgs),
+    /// Show a path's attributes over NFSv3 (no mount needed).
+    Stat(client::PathArgs),
+}
+
+#[derive(clap::Args)]
+struct RouterArgs {
+    /// TCP port for NFSv3, MOUNT v3 and PORTMAP v2 (2049 is the NFS standard).
+    #[arg(long, default_value_t = 2049)]
+    port: u16,
+    /// Also answer PORTMAP on this port over TCP and UDP (normally 111) so a plain
+    /// `mount -t nfs router:/ dir` works; needs root or CAP_NET_BIND_SERVICE.
+    #[arg(long)]
+    portmap_port: Option<u16>,
+    /// Port of the HTTP API (ingest, repos, /metrics).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// Storage nodes: id=host:port,id=host:port,...
+    #[arg(long)]
+    nodes: String,
+    /// Fetchers: host:port,host:port,...
+    #[arg(long, default_value = "")]
+    fetchers: String,
+    /// Copies of every record, on distinct nodes.
+    #[arg(long, default_value_t = 1)]
+    replication_factor: usize,
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Address of shard 0; shard i listens on port+i.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// This node's id, as named in the routers' --nodes.
+    #[arg(long)]
+    node_id: String,
+    /// Directory holding this node's logs.
+    #[arg(long)]
+    db_path: PathBuf,
+    /// Shards, one glommio executor (thread) each; default: one per CPU.
+    #[arg(long)]
+    shards: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct FetcherArgs {
+    /// Port to listen on.
+    #[arg(long, default_value_t = 9200)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// Directory for fetched repositories.
+    #[arg(long)]
+    cache_dir: PathBuf,
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Up(a) => up::run(a),
+        Cmd::Router(a) => {
+            let nodes = monofs_net::client::parse_nodes(&a.nodes).map_err(anyhow::Error::msg)?;
+            let h = monofs_router::start(monofs_router::RouterConfig {
+                nfs_listen: SocketAddr::new(a.bind, a.port),
+                portmap_port: a.portmap_port,
+                http_listen: SocketAddr::new(a.bind, a.http_port),
+                nodes,
+                replication: a.replication_factor,
+                fetchers: split_list(&a.fetchers),
+            })?;
+            up::wait_for_signal();
+            h.shutdown();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Node(a) => {
+            let h = monofs_engine::start(monofs_engine::NodeConfig {
+                addr: a.addr,
+                node_id: a.node_id,
+                db_path: a.db_path,
+                shards: a.shards.unwrap_or_else(default_shards),
+            })?;
+            up::wait_for_signal();
+            h.shutdown()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fetcher(a) => {
+            let h = monofs_fetcher::start(monofs_fetcher::FetcherConfig {
+                listen: SocketAddr::new(a.bind, a.port),
+                cache_dir: a.cache_dir,
+            })?;
+            up::wait_for_signal();
+            h.shutdown();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ingest(a) => ingest_cmd::run(&a),
+        Cmd::Ls(a) => client::ls(&a),
+        Cmd::Cat(a) => client::cat(&a),
+        Cmd::Stat(a) => client::stat(&a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("monofs: {e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}

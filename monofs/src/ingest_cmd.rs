@@ -1,0 +1,126 @@
+//! `monofs ingest`: ask a router to ingest a repository and follow its progress.
+
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::exit;
+
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// Repository: https://…, git://…, file://…, or a local path.
+    pub url: String,
+    /// Branch, tag or commit to publish (default: the remote's HEAD).
+    #[arg(long = "ref", default_value = "")]
+    pub git_ref: String,
+    /// Namespace path to publish under (default: derived from the URL, e.g.
+    /// github.com/org/repo; local repositories go under local/).
+    #[arg(long, default_value = "")]
+    pub source_id: String,
+    /// Router HTTP API.
+    #[arg(long, env = "MONOFS_ROUTER", default_value = "http://127.0.0.1:20480")]
+    pub router: String,
+    /// Print the result as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Longest an ingest may run before this command gives up waiting.
+const INGEST_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+pub fn run(a: &IngestArgs) -> anyhow::Result<ExitCode> {
+    let url = if a.url.contains("://") || a.url.contains('@') {
+        a.url.clone()
+    } else {
+        // A local path is resolved here, where the user typed it.
+        std::fs::canonicalize(&a.url)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| a.url.clone())
+    };
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout_read(crate::up::INGEST_SILENCE)
+        .build();
+    let endpoint = format!("{}/api/ingest", a.router.trim_end_matches('/'));
+    let resp = agent.post(&endpoint).send_json(json!({"url": url, "ref": a.git_ref, "source_id": a.source_id}));
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            let body: Value = r.into_json().unwrap_or(Value::Null);
+            let msg = body.get("error").and_then(Value::as_str).unwrap_or("").to_string();
+            eprintln!("monofs: ingest refused ({code}): {msg}");
+            return Ok(ExitCode::from(exit::FAILURE));
+        }
+        Err(e) => {
+            eprintln!("monofs: cannot reach the router at {}: {e}", a.router);
+            return Ok(ExitCode::from(exit::UNREACHABLE));
+        }
+    };
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .expect("static template"),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        Some(b)
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let mut last_plain = Instant::now() - Duration::from_secs(10);
+    for line in BufReader::new(resp.into_reader()).lines() {
+        if started.elapsed() > INGEST_TIMEOUT {
+            anyhow::bail!("ingest still running after {INGEST_TIMEOUT:?}; giving up waiting");
+        }
+        let line = line.map_err(|e| anyhow::anyhow!("lost the router while ingesting: {e}"))?;
+        let v: Value = serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("router sent a bad line: {e}"))?;
+        if let Some(done) = v.get("done").and_then(Value::as_bool) {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            if !done {
+                let err = v.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+                if a.json {
+                    println!("{v}");
+                }
+                eprintln!("monofs: ingest of {url} failed: {err}");
+                return Ok(ExitCode::from(exit::FAILURE));
+            }
+            let repo = &v["repo"];
+            if a.json {
+                println!("{repo}");
+            } else {
+                eprintln!(
+                    "ingested {} at {} into {} in {:.1}s",
+                    url,
+                    repo["commit"].as_str().unwrap_or("?"),
+                    repo["path"].as_str().unwrap_or("?"),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let phase = v["phase"].as_str().unwrap_or("");
+        let objects = v["objects"].as_u64().unwrap_or(0);
+        let bytes = v["bytes"].as_u64().unwrap_or(0);
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let msg = format!(
+            "{phase}: {objects} objects, {} ({}/s)",
+            indicatif::HumanBytes(bytes),
+            indicatif::HumanBytes((bytes as f64 / secs) as u64)
+        );
+        match &bar {
+            Some(b) => b.set_message(msg),
+            None if last_plain.elapsed() >= Duration::from_secs(1) => {
+                last_plain = Instant::now();
+                eprintln!("[{secs:.1}s] {msg}");
+            }
+            None => {}
+        }
+    }
+    anyhow::bail!("the router closed the connection before the ingest finished")
+}

@@ -95,31 +95,49 @@ pub(crate) fn run(mut cmd: Command, timeout: Duration, what: &str) -> Result<Out
                 let _ = child.wait();
                 return Err(IngestError::Fetch {
                     url: what.to_string(),
-                    message: format!("git did not finish within {} s and was stopped", timeout.as_secs()),
+                    message: format!(
+                        "git did not finish within {} s and was stopped",
+                        timeout.as_secs()
+                    ),
                 });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
                 let _ = child.kill();
-                return Err(IngestError::Fetch { url: what.to_string(), message: format!("waiting for git: {e}") });
+                return Err(IngestError::Fetch {
+                    url: what.to_string(),
+                    message: format!("waiting for git: {e}"),
+                });
             }
         }
     };
     let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
     let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
-    Ok(Output { status, stdout, stderr })
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// The line of git's stderr that says what went wrong, without its `fatal: ` prefix.
 pub(crate) fn first_error_line(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let pick = lines
         .iter()
         .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
         .or(lines.first())
         .copied()
         .unwrap_or("git failed without a message");
-    let msg = pick.strip_prefix("fatal:").or_else(|| pick.strip_prefix("error:")).unwrap_or(pick).trim();
+    let msg = pick
+        .strip_prefix("fatal:")
+        .or_else(|| pick.strip_prefix("error:"))
+        .unwrap_or(pick)
+        .trim();
     msg.chars().take(1000).collect()
 }
 
@@ -130,17 +148,29 @@ pub(crate) fn is_full_sha(s: &str) -> bool {
 
 /// Refuse refs that could be taken for options or refspec syntax.
 pub(crate) fn check_ref(r: &str) -> Result<(), IngestError> {
-    let bad = |why: &str| IngestError::BadRef { git_ref: r.to_string(), reason: why.to_string() };
+    let bad = |why: &str| IngestError::BadRef {
+        git_ref: r.to_string(),
+        reason: why.to_string(),
+    };
     if r.len() > 1024 {
         return Err(bad("it is longer than 1024 bytes"));
     }
-    if r.starts_with('-') || r.starts_with('+') || r.starts_with('/') || r.ends_with('/') || r.ends_with('.') || r.ends_with(".lock") {
+    if r.starts_with('-')
+        || r.starts_with('+')
+        || r.starts_with('/')
+        || r.ends_with('/')
+        || r.ends_with('.')
+        || r.ends_with(".lock")
+    {
         return Err(bad("it is not a valid ref name"));
     }
     if r.contains("..") || r.contains("//") || r.contains("@{") {
         return Err(bad("it is not a valid ref name"));
     }
-    if let Some(c) = r.chars().find(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(*c)) {
+    if let Some(c) = r
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(*c))
+    {
         return Err(bad(&format!("it contains '{}'", c.escape_debug())));
     }
     Ok(())
@@ -159,14 +189,20 @@ pub(crate) fn init_cache(repo: &Path, what: &str) -> Result<(), IngestError> {
     if repo.join("HEAD").exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(repo).map_err(|e| IngestError::Cache { path: repo.to_path_buf(), source: e })?;
+    std::fs::create_dir_all(repo).map_err(|e| IngestError::Cache {
+        path: repo.to_path_buf(),
+        source: e,
+    })?;
     let mut c = git(None);
     c.args(["init", "--bare", "-q"]).arg(repo);
     let o = run(c, LOCAL_TIMEOUT, what)?;
     if !o.status.success() {
         return Err(IngestError::Fetch {
             url: what.to_string(),
-            message: format!("cannot create the cache repository: {}", first_error_line(&o.stderr)),
+            message: format!(
+                "cannot create the cache repository: {}",
+                first_error_line(&o.stderr)
+            ),
         });
     }
     Ok(())
@@ -174,7 +210,12 @@ pub(crate) fn init_cache(repo: &Path, what: &str) -> Result<(), IngestError> {
 
 /// Fetch `git_ref` (empty: HEAD) of `url` into the cache repo `repo` and pin it
 /// under `refs/monofs/<pin>`. Returns the commit it resolves to.
-pub(crate) fn fetch(repo: &Path, url: &str, git_ref: &str, pin: &str) -> Result<Fetched, IngestError> {
+pub(crate) fn fetch(
+    repo: &Path,
+    url: &str,
+    git_ref: &str,
+    pin: &str,
+) -> Result<Fetched, IngestError> {
     let shown = redact(url);
     init_cache(repo, &shown)?;
     // Each fetch lands in its own temporary ref, so concurrent ingests of the same
@@ -186,9 +227,16 @@ pub(crate) fn fetch(repo: &Path, url: &str, git_ref: &str, pin: &str) -> Result<
     );
     let src = if git_ref.is_empty() { "HEAD" } else { git_ref };
     let mut c = git(Some(repo));
-    c.args(["fetch", "--no-tags", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules", "--end-of-options"])
-        .arg(url)
-        .arg(format!("+{src}:{tmp}"));
+    c.args([
+        "fetch",
+        "--no-tags",
+        "--quiet",
+        "--no-write-fetch-head",
+        "--no-recurse-submodules",
+        "--end-of-options",
+    ])
+    .arg(url)
+    .arg(format!("+{src}:{tmp}"));
     let o = run(c, FETCH_TIMEOUT, &shown)?;
     if !o.status.success() {
         let msg = first_error_line(&o.stderr);
@@ -198,13 +246,20 @@ pub(crate) fn fetch(repo: &Path, url: &str, git_ref: &str, pin: &str) -> Result<
             || lc.contains("unadvertised object")
             || (is_full_sha(git_ref) && lc.contains("upload-pack: not our"));
         if ref_missing && !git_ref.is_empty() {
-            return Err(IngestError::RefNotFound { git_ref: git_ref.to_string(), url: shown });
+            return Err(IngestError::RefNotFound {
+                git_ref: git_ref.to_string(),
+                url: shown,
+            });
         }
-        return Err(IngestError::Fetch { url: shown, message: msg });
+        return Err(IngestError::Fetch {
+            url: shown,
+            message: msg,
+        });
     }
     let result = (|| {
         let mut c = git(Some(repo));
-        c.args(["rev-parse", "--verify", "--quiet", "--end-of-options"]).arg(format!("{tmp}^{{commit}}"));
+        c.args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+            .arg(format!("{tmp}^{{commit}}"));
         let o = run(c, LOCAL_TIMEOUT, &shown)?;
         let commit = o.stdout.trim().to_string();
         if !o.status.success() || !is_full_sha(&commit) {
@@ -213,15 +268,26 @@ pub(crate) fn fetch(repo: &Path, url: &str, git_ref: &str, pin: &str) -> Result<
             )));
         }
         let mut c = git(Some(repo));
-        c.args(["update-ref", "--no-deref", &format!("refs/monofs/{pin}"), &commit]);
+        c.args([
+            "update-ref",
+            "--no-deref",
+            &format!("refs/monofs/{pin}"),
+            &commit,
+        ]);
         let o = run(c, LOCAL_TIMEOUT, &shown)?;
         if !o.status.success() {
             return Err(IngestError::Fetch {
                 url: shown.clone(),
-                message: format!("cannot pin the fetched commit: {}", first_error_line(&o.stderr)),
+                message: format!(
+                    "cannot pin the fetched commit: {}",
+                    first_error_line(&o.stderr)
+                ),
             });
         }
-        Ok(Fetched { repo: repo.to_path_buf(), commit })
+        Ok(Fetched {
+            repo: repo.to_path_buf(),
+            commit,
+        })
     })();
     let mut c = git(Some(repo));
     c.args(["update-ref", "-d", &tmp]);
@@ -232,7 +298,9 @@ pub(crate) fn fetch(repo: &Path, url: &str, git_ref: &str, pin: &str) -> Result<
 /// The branch the remote's HEAD points at (`main`), if the remote says.
 pub(crate) fn remote_head_branch(url: &str) -> Option<String> {
     let mut c = git(None);
-    c.args(["ls-remote", "--symref", "--end-of-options"]).arg(url).arg("HEAD");
+    c.args(["ls-remote", "--symref", "--end-of-options"])
+        .arg(url)
+        .arg("HEAD");
     let o = run(c, LS_REMOTE_TIMEOUT, url).ok()?;
     if !o.status.success() {
         return None;
@@ -243,7 +311,12 @@ pub(crate) fn remote_head_branch(url: &str) -> Option<String> {
         if name.trim() != "HEAD" {
             return None;
         }
-        Some(target.strip_prefix("refs/heads/").unwrap_or(target).to_string())
+        Some(
+            target
+                .strip_prefix("refs/heads/")
+                .unwrap_or(target)
+                .to_string(),
+        )
     })
 }
 
@@ -258,13 +331,20 @@ pub(crate) struct BlobStream {
 impl BlobStream {
     pub fn open(repo: &Path, oid_hex: &str, timeout: Duration) -> Result<BlobStream, IngestError> {
         let mut c = git(Some(repo));
-        c.args(["cat-file", "blob", oid_hex]).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c
-            .spawn()
-            .map_err(|e| IngestError::BadContent(format!("cannot run git cat-file for blob {oid_hex}: {e}")))?;
+        c.args(["cat-file", "blob", oid_hex])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|e| {
+            IngestError::BadContent(format!("cannot run git cat-file for blob {oid_hex}: {e}"))
+        })?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = Some(drain(child.stderr.take().expect("piped"), MAX_STDERR));
-        Ok(BlobStream { child, stdout, stderr, deadline: Instant::now() + timeout })
+        Ok(BlobStream {
+            child,
+            stdout,
+            stderr,
+            deadline: Instant::now() + timeout,
+        })
     }
 
     /// Fill `buf` completely unless the blob ends; returns the bytes read.
@@ -272,13 +352,19 @@ impl BlobStream {
         let mut n = 0;
         while n < buf.len() {
             if Instant::now() > self.deadline {
-                return Err(IngestError::BadContent("reading a large blob took too long".into()));
+                return Err(IngestError::BadContent(
+                    "reading a large blob took too long".into(),
+                ));
             }
             match self.stdout.read(&mut buf[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(IngestError::BadContent(format!("reading a large blob from git: {e}"))),
+                Err(e) => {
+                    return Err(IngestError::BadContent(format!(
+                        "reading a large blob from git: {e}"
+                    )))
+                }
             }
         }
         Ok(n)
@@ -286,8 +372,15 @@ impl BlobStream {
 
     /// Wait for git and report its failure, if any.
     pub fn finish(mut self) -> Result<(), IngestError> {
-        let status = self.child.wait().map_err(|e| IngestError::BadContent(format!("git cat-file: {e}")))?;
-        let err = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| IngestError::BadContent(format!("git cat-file: {e}")))?;
+        let err = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         if !status.success() {
             return Err(IngestError::BadContent(format!(
                 "git cat-file failed: {}",

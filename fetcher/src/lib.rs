@@ -11,19 +11,20 @@ mod git;
 mod url;
 mod walk;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use monofs_net::client::{Cluster, NetError};
 use monofs_net::ns::NsEntry;
-use monofs_net::proto::{frame, frame_len, IngestRequest, Request, Response, MAX_STRING};
 use monofs_net::oid_from_hex;
+use monofs_net::proto::{frame, frame_len, IngestRequest, Request, Response, MAX_STRING};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub use url::{redact, validate_ns_path};
@@ -57,7 +58,10 @@ pub enum IngestError {
     #[error("storing the repository on the nodes failed: {0}")]
     NodeWrite(#[from] NetError),
     #[error("fetch cache {path}: {source}")]
-    Cache { path: PathBuf, source: std::io::Error },
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Namespace path for a URL: `https://github.com/org/repo(.git)` →
@@ -88,7 +92,10 @@ pub fn ingest(
     }
     let fetch_url = url::fetch_url(&req.url)?;
     let repos = cache_dir.join("repos");
-    std::fs::create_dir_all(&repos).map_err(|e| IngestError::Cache { path: repos.clone(), source: e })?;
+    std::fs::create_dir_all(&repos).map_err(|e| IngestError::Cache {
+        path: repos.clone(),
+        source: e,
+    })?;
     let repo_dir = repos.join(format!("{:016x}.git", xxh3_64(fetch_url.as_bytes())));
     let pin = format!("{:016x}", xxh3_64(req.git_ref.as_bytes()));
 
@@ -98,8 +105,17 @@ pub fn ingest(
     let started = Instant::now();
     let (fetched, head_name) = std::thread::scope(|s| {
         let h = s.spawn(|| {
+            // One fetch per cache repository at a time: a second ingest of the same
+            // URL waits and then finds the objects already there.
+            let lock = repo_lock(&repo_dir);
+            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
             let f = git::fetch(&repo_dir, &fetch_url, &req.git_ref, &pin)?;
-            let head = if req.git_ref.is_empty() { git::remote_head_branch(&fetch_url) } else { None };
+            drop(guard);
+            let head = if req.git_ref.is_empty() {
+                git::remote_head_branch(&fetch_url)
+            } else {
+                None
+            };
             Ok::<_, IngestError>((f, head))
         });
         let mut last = Instant::now();
@@ -110,23 +126,34 @@ pub fn ingest(
                 p.force("fetching", 0, 0);
             }
         }
-        h.join().unwrap_or_else(|_| Err(IngestError::BadContent("the fetch thread panicked".into())))
+        h.join()
+            .unwrap_or_else(|_| Err(IngestError::BadContent("the fetch thread panicked".into())))
     })?;
     tracing::info!(url = %redact(&req.url), commit = %fetched.commit, secs = started.elapsed().as_secs_f64(), "fetched");
 
     // 2. Read the commit with gix.
-    let repo = gix::open_opts(&fetched.repo, gix::open::Options::isolated())
-        .map_err(|e| IngestError::BadContent(format!("cannot open the fetch cache {}: {e}", fetched.repo.display())))?;
+    let repo = gix::open_opts(&fetched.repo, gix::open::Options::isolated()).map_err(|e| {
+        IngestError::BadContent(format!(
+            "cannot open the fetch cache {}: {e}",
+            fetched.repo.display()
+        ))
+    })?;
     let commit = oid_from_hex(&fetched.commit).expect("git returned a full sha");
     let (root_tree, commit_time) = {
         let obj = repo
             .find_object(gix::ObjectId::from_bytes_or_panic(&commit))
-            .map_err(|e| IngestError::BadContent(format!("commit {} cannot be read: {e}", fetched.commit)))?;
+            .map_err(|e| {
+                IngestError::BadContent(format!("commit {} cannot be read: {e}", fetched.commit))
+            })?;
         if obj.kind != gix::object::Kind::Commit {
-            return Err(IngestError::BadContent(format!("{} is not a commit", fetched.commit)));
+            return Err(IngestError::BadContent(format!(
+                "{} is not a commit",
+                fetched.commit
+            )));
         }
-        walk::parse_commit(&obj.data)
-            .ok_or_else(|| IngestError::BadContent(format!("commit {} is malformed", fetched.commit)))?
+        walk::parse_commit(&obj.data).ok_or_else(|| {
+            IngestError::BadContent(format!("commit {} is malformed", fetched.commit))
+        })?
     };
 
     // 3. Store trees and blobs, root last.
@@ -141,7 +168,11 @@ pub fn ingest(
         "stored"
     );
 
-    let git_ref = if req.git_ref.is_empty() { head_name.unwrap_or_else(|| "HEAD".to_string()) } else { req.git_ref.clone() };
+    let git_ref = if req.git_ref.is_empty() {
+        head_name.unwrap_or_else(|| "HEAD".to_string())
+    } else {
+        req.git_ref.clone()
+    };
     Ok(NsEntry {
         path: ns_path,
         url: req.url.clone(),
@@ -151,6 +182,18 @@ pub fn ingest(
         commit_time,
         root_subdirs: stored.root_subdirs,
     })
+}
+
+/// The lock serialising fetches into one cache repository.
+fn repo_lock(repo: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // Forget locks nobody holds, so the map stays as small as the set of active fetches.
+    locks.retain(|_, l| Arc::strong_count(l) > 1);
+    locks.entry(repo.to_path_buf()).or_default().clone()
 }
 
 pub struct FetcherConfig {
@@ -202,7 +245,10 @@ impl Drop for Slot<'_> {
 }
 
 fn try_inc(c: &AtomicUsize, max: usize) -> bool {
-    c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
+    c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+        (n < max).then_some(n + 1)
+    })
+    .is_ok()
 }
 
 fn take_slot(c: &AtomicUsize, max: usize) -> Option<Slot<'_>> {
@@ -213,34 +259,41 @@ fn take_slot(c: &AtomicUsize, max: usize) -> Option<Slot<'_>> {
 pub fn start(cfg: FetcherConfig) -> anyhow::Result<FetcherHandle> {
     std::fs::create_dir_all(&cfg.cache_dir)
         .with_context(|| format!("creating fetch cache {}", cfg.cache_dir.display()))?;
-    let listener = TcpListener::bind(cfg.listen).with_context(|| format!("binding fetcher to {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .with_context(|| format!("binding fetcher to {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Shared { cache_dir: cfg.cache_dir, ingests: AtomicUsize::new(0), conns: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        cache_dir: cfg.cache_dir,
+        ingests: AtomicUsize::new(0),
+        conns: AtomicUsize::new(0),
+    });
     let stop2 = stop.clone();
-    let thread = std::thread::Builder::new().name("monofs-fetcher-accept".into()).spawn(move || {
-        tracing::info!(%addr, "fetcher listening");
-        while !stop2.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    let shared = shared.clone();
-                    if let Err(e) = accept(stream, shared) {
-                        tracing::warn!(%peer, error = %e, "connection not served");
+    let thread = std::thread::Builder::new()
+        .name("monofs-fetcher-accept".into())
+        .spawn(move || {
+            tracing::info!(%addr, "fetcher listening");
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        let shared = shared.clone();
+                        if let Err(e) = accept(stream, shared) {
+                            tracing::warn!(%peer, error = %e, "connection not served");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(25));
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        std::thread::sleep(Duration::from_millis(100));
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(25));
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })?;
     Ok(FetcherHandle { addr, stop, thread })
 }
 
@@ -250,17 +303,22 @@ fn accept(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     if !try_inc(&shared.conns, MAX_CONNECTIONS) {
-        return send(&mut stream, &Response::Error("busy: the fetcher has too many connections; retry later".into()));
+        return send(
+            &mut stream,
+            &Response::Error("busy: the fetcher has too many connections; retry later".into()),
+        );
     }
-    let spawned = std::thread::Builder::new().name("monofs-fetcher-conn".into()).spawn({
-        let shared = shared.clone();
-        move || {
-            let _slot = Slot(&shared.conns);
-            if let Err(e) = serve(&mut stream, &shared) {
-                tracing::debug!(error = %e, "connection ended");
+    let spawned = std::thread::Builder::new()
+        .name("monofs-fetcher-conn".into())
+        .spawn({
+            let shared = shared.clone();
+            move || {
+                let _slot = Slot(&shared.conns);
+                if let Err(e) = serve(&mut stream, &shared) {
+                    tracing::debug!(error = %e, "connection ended");
+                }
             }
-        }
-    });
+        });
     if spawned.is_err() {
         shared.conns.fetch_sub(1, Ordering::SeqCst);
     }
@@ -301,7 +359,10 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
         let req = match Request::decode(&body) {
             Ok(Request::Ingest(req)) => req,
             Ok(_) => {
-                send(stream, &Response::Error("this is a MonoFS fetcher: it serves only INGEST".into()))?;
+                send(
+                    stream,
+                    &Response::Error("this is a MonoFS fetcher: it serves only INGEST".into()),
+                )?;
                 continue;
             }
             Err(e) => return send(stream, &Response::Error(format!("malformed request: {e}"))),
@@ -319,7 +380,11 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
         let mut client_gone = false;
         let mut on_progress = |phase: &str, objects: u64, bytes: u64| {
             if !client_gone {
-                let r = Response::Progress { phase: phase.to_string(), objects, bytes };
+                let r = Response::Progress {
+                    phase: phase.to_string(),
+                    objects,
+                    bytes,
+                };
                 client_gone = send(stream, &r).is_err();
             }
         };

@@ -27,7 +27,10 @@ pub(crate) enum Remote {
 }
 
 fn bad(url: &str, why: &str) -> IngestError {
-    IngestError::BadUrl { url: redact(url), reason: why.to_string() }
+    IngestError::BadUrl {
+        url: redact(url),
+        reason: why.to_string(),
+    }
 }
 
 /// `url` with any password removed, for messages.
@@ -59,13 +62,19 @@ pub(crate) fn parse(url: &str) -> Result<Remote, IngestError> {
     }
     if let Some(i) = url.find("::") {
         if !url[..i].contains('/') {
-            return Err(bad(url, "remote helper URLs (<transport>::<address>) are not supported"));
+            return Err(bad(
+                url,
+                "remote helper URLs (<transport>::<address>) are not supported",
+            ));
         }
     }
     if let Some((scheme, rest)) = url.split_once("://") {
         let scheme_lc = scheme.to_ascii_lowercase();
         if !SCHEMES.contains(&scheme_lc.as_str()) {
-            return Err(bad(url, &format!("unsupported scheme '{scheme}' (use https, http, git, ssh or file)")));
+            return Err(bad(
+                url,
+                &format!("unsupported scheme '{scheme}' (use https, http, git, ssh or file)"),
+            ));
         }
         if scheme_lc == "file" {
             // file:///abs/path or file://localhost/abs/path
@@ -73,15 +82,23 @@ pub(crate) fn parse(url: &str) -> Result<Remote, IngestError> {
             if !path.starts_with('/') {
                 return Err(bad(url, "a file:// URL needs an absolute path"));
             }
-            return Ok(Remote::Local { path: path.to_string() });
+            return Ok(Remote::Local {
+                path: path.to_string(),
+            });
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let hostport = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+        let hostport = authority
+            .rsplit_once('@')
+            .map(|(_, h)| h)
+            .unwrap_or(authority);
         if hostport.starts_with('[') {
-            return Err(bad(url, "IPv6 literal hosts are not supported; use a host name"));
+            return Err(bad(
+                url,
+                "IPv6 literal hosts are not supported; use a host name",
+            ));
         }
         let host = match hostport.rsplit_once(':') {
             Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
@@ -91,18 +108,27 @@ pub(crate) fn parse(url: &str) -> Result<Remote, IngestError> {
         if host.is_empty() {
             return Err(bad(url, "the URL has no host"));
         }
-        return Ok(Remote::Net { host: host.to_ascii_lowercase(), path: path.to_string() });
+        return Ok(Remote::Net {
+            host: host.to_ascii_lowercase(),
+            path: path.to_string(),
+        });
     }
     // scp-like: [user@]host:path, where the colon comes before any slash.
     if !url.starts_with('/') && !url.starts_with('.') {
         if let Some(colon) = url.find(':') {
             if url[..colon].find('/').is_none() {
                 let hostpart = &url[..colon];
-                let host = hostpart.rsplit_once('@').map(|(_, h)| h).unwrap_or(hostpart);
+                let host = hostpart
+                    .rsplit_once('@')
+                    .map(|(_, h)| h)
+                    .unwrap_or(hostpart);
                 if host.is_empty() {
                     return Err(bad(url, "the URL has no host"));
                 }
-                return Ok(Remote::Scp { host: host.to_ascii_lowercase(), path: url[colon + 1..].to_string() });
+                return Ok(Remote::Scp {
+                    host: host.to_ascii_lowercase(),
+                    path: url[colon + 1..].to_string(),
+                });
             }
         }
     }
@@ -111,10 +137,16 @@ pub(crate) fn parse(url: &str) -> Result<Remote, IngestError> {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| bad(url, &format!("cannot resolve a relative path: {e}")))?.join(p)
+        std::env::current_dir()
+            .map_err(|e| bad(url, &format!("cannot resolve a relative path: {e}")))?
+            .join(p)
     };
-    let s = abs.to_str().ok_or_else(|| bad(url, "the path is not UTF-8"))?;
-    Ok(Remote::Local { path: s.to_string() })
+    let s = abs
+        .to_str()
+        .ok_or_else(|| bad(url, "the path is not UTF-8"))?;
+    Ok(Remote::Local {
+        path: s.to_string(),
+    })
 }
 
 /// The URL handed to `git fetch`: the URL itself, except that local paths are
@@ -131,18 +163,25 @@ fn components(path: &str) -> Vec<&str> {
 }
 
 fn strip_git(name: &str) -> &str {
-    name.strip_suffix(".git").filter(|s| !s.is_empty()).unwrap_or(name)
+    name.strip_suffix(".git")
+        .filter(|s| !s.is_empty())
+        .unwrap_or(name)
 }
 
 /// Check a namespace path: '/'-separated components, each non-empty, not `.` or
 /// `..`, of `[A-Za-z0-9._~+-]` only.
 pub fn validate_ns_path(p: &str, what: &str) -> Result<(), IngestError> {
-    let err = |reason: String| IngestError::BadUrl { url: what.to_string(), reason };
+    let err = |reason: String| IngestError::BadUrl {
+        url: what.to_string(),
+        reason,
+    };
     if p.is_empty() {
         return Err(err("the namespace path is empty".into()));
     }
     if p.len() > MAX_NS_PATH {
-        return Err(err(format!("the namespace path is longer than {MAX_NS_PATH} bytes")));
+        return Err(err(format!(
+            "the namespace path is longer than {MAX_NS_PATH} bytes"
+        )));
     }
     for c in p.split('/') {
         if c.is_empty() {
@@ -152,9 +191,14 @@ pub fn validate_ns_path(p: &str, what: &str) -> Result<(), IngestError> {
             return Err(err(format!("namespace path '{p}' contains '{c}'")));
         }
         if c.len() > MAX_COMPONENT {
-            return Err(err(format!("namespace path '{p}' has a component longer than {MAX_COMPONENT} bytes")));
+            return Err(err(format!(
+                "namespace path '{p}' has a component longer than {MAX_COMPONENT} bytes"
+            )));
         }
-        if let Some(ch) = c.chars().find(|ch| !(ch.is_ascii_alphanumeric() || "._~+-".contains(*ch))) {
+        if let Some(ch) = c
+            .chars()
+            .find(|ch| !(ch.is_ascii_alphanumeric() || "._~+-".contains(*ch)))
+        {
             return Err(err(format!(
                 "namespace path '{p}' contains '{ch}'; only letters, digits and . _ ~ + - are allowed"
             )));
@@ -179,7 +223,10 @@ pub fn namespace_path(url: &str, source_id: &str) -> Result<String, IngestError>
             }
             let name = strip_git(name);
             if name.is_empty() {
-                return Err(bad(url, "cannot name a repository at the file system root; give a source_id"));
+                return Err(bad(
+                    url,
+                    "cannot name a repository at the file system root; give a source_id",
+                ));
             }
             format!("local/{name}")
         }
@@ -213,7 +260,10 @@ mod tests {
         ok("https://github.com/org/repo", "github.com/org/repo");
         ok("https://github.com/org/repo.git", "github.com/org/repo");
         ok("https://GitHub.com/org/repo.git/", "github.com/org/repo");
-        ok("https://user:tok@github.com/org/repo", "github.com/org/repo");
+        ok(
+            "https://user:tok@github.com/org/repo",
+            "github.com/org/repo",
+        );
         ok("git://host:9418/a/b.git", "host/a/b");
         ok("ssh://git@host:22/org/repo.git", "host/org/repo");
         ok("file:///x/y/repo", "local/repo");
@@ -223,13 +273,26 @@ mod tests {
         ok("/x/y/repo/", "local/repo");
         ok("git@host:org/repo", "host/org/repo");
         ok("git@host:org/repo.git", "host/org/repo");
-        assert_eq!(namespace_path("whatever", "my/own-id").unwrap(), "my/own-id");
+        assert_eq!(
+            namespace_path("whatever", "my/own-id").unwrap(),
+            "my/own-id"
+        );
         assert_eq!(namespace_path("whatever", "/my/own/").unwrap(), "my/own");
         for bad_id in ["a/../b", "a//b", "a/./b", "a b", "ä", "a/b?c", ".."] {
             assert!(namespace_path("https://h/x", bad_id).is_err(), "{bad_id}");
         }
-        for bad_url in ["", "https://github.com", "https://github.com/", "ext::sh -c x", "-oProxy", "https://h/a b",
-            "https://h/a/../b", "ftp://h/x", "/", "https://[::1]/x"] {
+        for bad_url in [
+            "",
+            "https://github.com",
+            "https://github.com/",
+            "ext::sh -c x",
+            "-oProxy",
+            "https://h/a b",
+            "https://h/a/../b",
+            "ftp://h/x",
+            "/",
+            "https://[::1]/x",
+        ] {
             let e = namespace_path(bad_url, "");
             assert!(e.is_err(), "{bad_url} gave {e:?}");
         }

@@ -40,7 +40,10 @@ impl<'a> Progress<'a> {
 
     pub fn tick(&mut self, phase: &str, objects: u64, bytes: u64) {
         let now = Instant::now();
-        if self.last.is_none_or(|l| now.duration_since(l) >= PROGRESS_INTERVAL) {
+        if self
+            .last
+            .is_none_or(|l| now.duration_since(l) >= PROGRESS_INTERVAL)
+        {
             self.last = Some(now);
             (self.f)(phase, objects, bytes);
         }
@@ -76,12 +79,27 @@ impl Pipeline {
                 Ok(())
             })
             .expect("spawn writer thread");
-        Pipeline { tx: Some(tx), writer: Some(writer), cur: Vec::new(), cur_bytes: 0, cluster }
+        Pipeline {
+            tx: Some(tx),
+            writer: Some(writer),
+            cur: Vec::new(),
+            cur_bytes: 0,
+            cluster,
+        }
     }
 
-    fn push(&mut self, key: Vec<u8>, value: Vec<u8>, p: &mut Progress, objects: u64, bytes: u64) -> Result<(), IngestError> {
+    fn push(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        p: &mut Progress,
+        objects: u64,
+        bytes: u64,
+    ) -> Result<(), IngestError> {
         let sz = proto::put_item_size(&key, &value);
-        if !self.cur.is_empty() && (self.cur.len() >= MAX_BATCH_ITEMS || self.cur_bytes + sz > MAX_BATCH_BYTES) {
+        if !self.cur.is_empty()
+            && (self.cur.len() >= MAX_BATCH_ITEMS || self.cur_bytes + sz > MAX_BATCH_BYTES)
+        {
             self.flush(p, objects, bytes)?;
         }
         self.cur.push((key, value));
@@ -120,7 +138,13 @@ impl Pipeline {
     }
 
     /// Flush, wait for every batch to be acknowledged, then write `last` alone.
-    pub fn finish(mut self, last: Item, p: &mut Progress, objects: u64, bytes: u64) -> Result<(), IngestError> {
+    pub fn finish(
+        mut self,
+        last: Item,
+        p: &mut Progress,
+        objects: u64,
+        bytes: u64,
+    ) -> Result<(), IngestError> {
         self.flush(p, objects, bytes)?;
         self.tx = None;
         let writer = self.writer.take().expect("writer");
@@ -134,9 +158,15 @@ impl Pipeline {
         match writer.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(IngestError::NodeWrite(e)),
-            Err(_) => return Err(IngestError::BadContent("the node writer thread panicked".into())),
+            Err(_) => {
+                return Err(IngestError::BadContent(
+                    "the node writer thread panicked".into(),
+                ))
+            }
         }
-        self.cluster.put_batch(vec![last]).map_err(IngestError::NodeWrite)
+        self.cluster
+            .put_batch(vec![last])
+            .map_err(IngestError::NodeWrite)
     }
 }
 
@@ -183,12 +213,21 @@ fn parse_tree(data: &[u8], path: &str) -> Result<Vec<RawEntry>, IngestError> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        let sp = rest.iter().position(|&b| b == b' ').ok_or_else(|| bad("malformed entry"))?;
+        let sp = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or_else(|| bad("malformed entry"))?;
         let mode = parse_mode(&rest[..sp]).ok_or_else(|| {
-            bad(&format!("unsupported mode '{}'", String::from_utf8_lossy(&rest[..sp])))
+            bad(&format!(
+                "unsupported mode '{}'",
+                String::from_utf8_lossy(&rest[..sp])
+            ))
         })?;
         rest = &rest[sp + 1..];
-        let nul = rest.iter().position(|&b| b == 0).ok_or_else(|| bad("malformed entry"))?;
+        let nul = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| bad("malformed entry"))?;
         let name = rest[..nul].to_vec();
         rest = &rest[nul + 1..];
         if rest.len() < 20 {
@@ -198,7 +237,10 @@ fn parse_tree(data: &[u8], path: &str) -> Result<Vec<RawEntry>, IngestError> {
         rest = &rest[20..];
         out.push(RawEntry { name, mode, oid });
         if out.len() > dir::MAX_ENTRIES {
-            return Err(bad(&format!("more than {} entries, MonoFS's limit for one directory", dir::MAX_ENTRIES)));
+            return Err(bad(&format!(
+                "more than {} entries, MonoFS's limit for one directory",
+                dir::MAX_ENTRIES
+            )));
         }
     }
     Ok(out)
@@ -207,7 +249,11 @@ fn parse_tree(data: &[u8], path: &str) -> Result<Vec<RawEntry>, IngestError> {
 fn check_name(name: &[u8], path: &str) -> Result<(), IngestError> {
     let shown = || {
         let n = String::from_utf8_lossy(name);
-        if path.is_empty() { n.into_owned() } else { format!("{path}/{n}") }
+        if path.is_empty() {
+            n.into_owned()
+        } else {
+            format!("{path}/{n}")
+        }
     };
     if name.len() > dir::MAX_NAME {
         return Err(IngestError::BadContent(format!(
@@ -217,8 +263,12 @@ fn check_name(name: &[u8], path: &str) -> Result<(), IngestError> {
             dir::MAX_NAME
         )));
     }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-        return Err(IngestError::BadContent(format!("tree at '{path}' holds an invalid name '{}'", shown())));
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(IngestError::BadContent(format!(
+            "tree at '{path}' holds an invalid name '{}'",
+            shown()
+        )));
     }
     Ok(())
 }
@@ -258,7 +308,12 @@ fn gix_oid(oid: &Oid) -> gix::ObjectId {
 }
 
 impl<'p, 'f> Walker<'p, 'f> {
-    pub fn new(repo: gix::Repository, repo_path: &'p Path, cluster: Cluster, progress: &'p mut Progress<'f>) -> Self {
+    pub fn new(
+        repo: gix::Repository,
+        repo_path: &'p Path,
+        cluster: Cluster,
+        progress: &'p mut Progress<'f>,
+    ) -> Self {
         Walker {
             repo,
             repo_path,
@@ -272,16 +327,22 @@ impl<'p, 'f> Walker<'p, 'f> {
     }
 
     fn push(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), IngestError> {
-        self.pipe.push(key, value, &mut *self.progress, self.objects, self.bytes)
+        self.pipe
+            .push(key, value, &mut *self.progress, self.objects, self.bytes)
     }
 
     fn read_tree(&self, oid: &Oid, path: &str) -> Result<Vec<RawEntry>, IngestError> {
-        let obj = self
-            .repo
-            .find_object(gix_oid(oid))
-            .map_err(|e| IngestError::BadContent(format!("tree {} at '{path}' cannot be read: {e}", oid_hex(oid))))?;
+        let obj = self.repo.find_object(gix_oid(oid)).map_err(|e| {
+            IngestError::BadContent(format!(
+                "tree {} at '{path}' cannot be read: {e}",
+                oid_hex(oid)
+            ))
+        })?;
         if obj.kind != gix::object::Kind::Tree {
-            return Err(IngestError::BadContent(format!("object {} at '{path}' is not a tree", oid_hex(oid))));
+            return Err(IngestError::BadContent(format!(
+                "object {} at '{path}' is not a tree",
+                oid_hex(oid)
+            )));
         }
         parse_tree(&obj.data, path)
     }
@@ -292,14 +353,24 @@ impl<'p, 'f> Walker<'p, 'f> {
             return Ok(s);
         }
         let hex = oid_hex(oid);
-        let unreadable = |e: &dyn std::fmt::Display| IngestError::BadContent(format!("blob {hex} at '{path}' cannot be read: {e}"));
-        let hdr = self.repo.find_header(gix_oid(oid)).map_err(|e| unreadable(&e))?;
+        let unreadable = |e: &dyn std::fmt::Display| {
+            IngestError::BadContent(format!("blob {hex} at '{path}' cannot be read: {e}"))
+        };
+        let hdr = self
+            .repo
+            .find_header(gix_oid(oid))
+            .map_err(|e| unreadable(&e))?;
         if hdr.kind() != gix::object::Kind::Blob {
-            return Err(IngestError::BadContent(format!("object {hex} at '{path}' is not a blob")));
+            return Err(IngestError::BadContent(format!(
+                "object {hex} at '{path}' is not a blob"
+            )));
         }
         let size = hdr.size();
         if size <= BIG_BLOB {
-            let obj = self.repo.find_object(gix_oid(oid)).map_err(|e| unreadable(&e))?;
+            let obj = self
+                .repo
+                .find_object(gix_oid(oid))
+                .map_err(|e| unreadable(&e))?;
             if obj.data.len() as u64 != size {
                 return Err(unreadable(&"size differs from its header"));
             }
@@ -336,7 +407,9 @@ impl<'p, 'f> Walker<'p, 'f> {
             }
             stream.finish()?;
             if total != size {
-                return Err(unreadable(&format!("git returned {total} bytes, its header says {size}")));
+                return Err(unreadable(&format!(
+                    "git returned {total} bytes, its header says {size}"
+                )));
             }
         }
         self.blobs.insert(*oid, size);
@@ -347,12 +420,22 @@ impl<'p, 'f> Walker<'p, 'f> {
 
     fn frame(&self, oid: Oid, name: Vec<u8>, path: &str) -> Result<Frame, IngestError> {
         let raw = self.read_tree(&oid, path)?;
-        Ok(Frame { oid, name, out: Vec::with_capacity(raw.len()), raw, next: 0, subdirs: 0 })
+        Ok(Frame {
+            oid,
+            name,
+            out: Vec::with_capacity(raw.len()),
+            raw,
+            next: 0,
+            subdirs: 0,
+        })
     }
 
     fn path_of(stack: &[Frame]) -> String {
-        let names: Vec<String> =
-            stack.iter().skip(1).map(|f| String::from_utf8_lossy(&f.name).into_owned()).collect();
+        let names: Vec<String> = stack
+            .iter()
+            .skip(1)
+            .map(|f| String::from_utf8_lossy(&f.name).into_owned())
+            .collect();
         names.join("/")
     }
 
@@ -377,10 +460,15 @@ impl<'p, 'f> Walker<'p, 'f> {
                             sd
                         } else {
                             if stack.len() > 4096 {
-                                return Err(IngestError::BadContent(format!("trees nested deeper than 4096 at '{path}'")));
+                                return Err(IngestError::BadContent(format!(
+                                    "trees nested deeper than 4096 at '{path}'"
+                                )));
                             }
-                            let child_path =
-                                if path.is_empty() { String::from_utf8_lossy(&name).into_owned() } else { format!("{path}/{}", String::from_utf8_lossy(&name)) };
+                            let child_path = if path.is_empty() {
+                                String::from_utf8_lossy(&name).into_owned()
+                            } else {
+                                format!("{path}/{}", String::from_utf8_lossy(&name))
+                            };
                             let f = self.frame(oid, name, &child_path)?;
                             stack.push(f);
                             continue;
@@ -388,7 +476,11 @@ impl<'p, 'f> Walker<'p, 'f> {
                     }
                     MODE_SUBMODULE => 0,
                     _ => {
-                        let p = if path.is_empty() { String::from_utf8_lossy(&name).into_owned() } else { format!("{path}/{}", String::from_utf8_lossy(&name)) };
+                        let p = if path.is_empty() {
+                            String::from_utf8_lossy(&name).into_owned()
+                        } else {
+                            format!("{path}/{}", String::from_utf8_lossy(&name))
+                        };
                         self.blob(&oid, &p)?
                     }
                 };
@@ -396,7 +488,12 @@ impl<'p, 'f> Walker<'p, 'f> {
                 if mode == MODE_TREE {
                     top.subdirs += 1;
                 }
-                top.out.push(Entry { name, mode, oid, size });
+                top.out.push(Entry {
+                    name,
+                    mode,
+                    oid,
+                    size,
+                });
                 continue;
             }
             // All children stored: this tree's record can go.
@@ -416,13 +513,27 @@ impl<'p, 'f> Walker<'p, 'f> {
             match stack.last_mut() {
                 None => {
                     let (objects, bytes) = (self.objects, self.bytes);
-                    self.pipe.finish((keys::tree(&done.oid), record), &mut *self.progress, objects, bytes)?;
+                    self.pipe.finish(
+                        (keys::tree(&done.oid), record),
+                        &mut *self.progress,
+                        objects,
+                        bytes,
+                    )?;
                     self.progress.force("stored", objects, bytes);
-                    return Ok(Stored { root_subdirs: done.subdirs, objects, bytes });
+                    return Ok(Stored {
+                        root_subdirs: done.subdirs,
+                        objects,
+                        bytes,
+                    });
                 }
                 Some(parent) => {
                     parent.subdirs += 1;
-                    parent.out.push(Entry { name: done.name, mode: MODE_TREE, oid: done.oid, size: done.subdirs });
+                    parent.out.push(Entry {
+                        name: done.name,
+                        mode: MODE_TREE,
+                        oid: done.oid,
+                        size: done.subdirs,
+                    });
                     self.trees.insert(done.oid, done.subdirs);
                     self.push(keys::tree(&done.oid), record)?;
                     self.progress.tick("storing", self.objects, self.bytes);

@@ -83,8 +83,14 @@ fn big_blob_is_streamed_in_bounded_memory() {
     );
     assert_eq!(last.0, "stored");
     assert_eq!(last.2, SIZE as u64 + 2);
-    assert!((calls as f64) < 10.0 * secs + 20.0, "progress is throttled: {calls} calls in {secs:.1}s");
-    assert!(peak < 90 * 1024, "peak RSS {peak} KiB: the blob must not be held whole");
+    assert!(
+        (calls as f64) < 10.0 * secs + 20.0,
+        "progress is throttled: {calls} calls in {secs:.1}s"
+    );
+    assert!(
+        peak < 90 * 1024,
+        "peak RSS {peak} KiB: the blob must not be held whole"
+    );
 
     let st = node.state.lock().unwrap();
     let n = SIZE.div_ceil(CHUNK_SIZE);

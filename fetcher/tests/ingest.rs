@@ -13,10 +13,19 @@ use monofs_net::proto::{IngestRequest, NodeAddr};
 use monofs_net::{keys, oid_from_hex, oid_hex, Oid};
 
 fn request(url: &str, git_ref: &str, nodes: Vec<NodeAddr>, rf: u16) -> IngestRequest {
-    IngestRequest { url: url.into(), git_ref: git_ref.into(), source_id: String::new(), replication: rf, nodes }
+    IngestRequest {
+        url: url.into(),
+        git_ref: git_ref.into(),
+        source_id: String::new(),
+        replication: rf,
+        nodes,
+    }
 }
 
-fn run(cache: &Path, req: &IngestRequest) -> (Result<monofs_net::ns::NsEntry, IngestError>, Vec<String>) {
+fn run(
+    cache: &Path,
+    req: &IngestRequest,
+) -> (Result<monofs_net::ns::NsEntry, IngestError>, Vec<String>) {
     let mut phases = Vec::new();
     let r = ingest(cache, req, &mut |p, _, _| phases.push(p.to_string()));
     (r, phases)
@@ -55,7 +64,10 @@ fn ls_tree(repo: &Path, tree: &str) -> Vec<LsEntry> {
 /// Check the stored tree `tree` (and everything under it) against git; returns
 /// its number of subdirectories.
 fn check_tree(repo: &Path, cluster: &Cluster, tree: &Oid, seen: &mut Vec<Oid>) -> u64 {
-    let rec = cluster.get(&keys::tree(tree), 0, u32::MAX).unwrap().expect("tree record stored");
+    let rec = cluster
+        .get(&keys::tree(tree), 0, u32::MAX)
+        .unwrap()
+        .expect("tree record stored");
     let entries = dir::decode(&rec).unwrap();
     let ls = ls_tree(repo, &oid_hex(tree));
     assert_eq!(entries.len(), ls.len(), "entries of tree {}", oid_hex(tree));
@@ -93,30 +105,50 @@ fn check_blob(repo: &Path, cluster: &Cluster, oid: &Oid, size: u64) {
     let n = keys::chunk_count(size);
     let mut got = Vec::new();
     for i in 0..n {
-        let c = cluster.get(&keys::blob_chunk(oid, i as u32), 0, u32::MAX).unwrap().expect("chunk stored");
+        let c = cluster
+            .get(&keys::blob_chunk(oid, i as u32), 0, u32::MAX)
+            .unwrap()
+            .expect("chunk stored");
         assert!(c.len() <= monofs_net::CHUNK_SIZE);
         got.extend(c);
     }
     assert!(got == want, "blob {} differs", oid_hex(oid));
-    assert!(cluster.get(&keys::blob_chunk(oid, n as u32), 0, 1).unwrap().is_none(), "no chunk past the end");
+    assert!(
+        cluster
+            .get(&keys::blob_chunk(oid, n as u32), 0, 1)
+            .unwrap()
+            .is_none(),
+        "no chunk past the end"
+    );
 }
 
 #[test]
 fn file_url_stores_every_record_once_on_its_owners() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = fixture_repo(tmp.path());
-    let nodes: Vec<FakeNode> = (0..3).map(|i| FakeNode::start(&format!("n{i}"), false)).collect();
+    let nodes: Vec<FakeNode> = (0..3)
+        .map(|i| FakeNode::start(&format!("n{i}"), false))
+        .collect();
     let addrs: Vec<NodeAddr> = nodes.iter().map(FakeNode::node_addr).collect();
     let url = format!("file://{}", repo.display());
-    let (r, phases) = run(&tmp.path().join("cache"), &request(&url, "", addrs.clone(), 2));
+    let (r, phases) = run(
+        &tmp.path().join("cache"),
+        &request(&url, "", addrs.clone(), 2),
+    );
     let e = r.unwrap();
     assert_eq!(e.path, "local/fixture");
     assert_eq!(e.url, url);
     assert_eq!(e.git_ref, "main");
     assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "HEAD"]));
-    assert_eq!(oid_hex(&e.root_tree), git_str(&repo, &["rev-parse", "HEAD^{tree}"]));
+    assert_eq!(
+        oid_hex(&e.root_tree),
+        git_str(&repo, &["rev-parse", "HEAD^{tree}"])
+    );
     assert_eq!(e.commit_time, COMMIT_TIME);
-    assert_eq!(e.root_subdirs, 4, "a, b, dir with space, foo; not the submodule");
+    assert_eq!(
+        e.root_subdirs, 4,
+        "a, b, dir with space, foo; not the submodule"
+    );
     assert_eq!(phases.first().map(String::as_str), Some("fetching"));
     assert_eq!(phases.last().map(String::as_str), Some("stored"));
 
@@ -129,12 +161,18 @@ fn file_url_stores_every_record_once_on_its_owners() {
     for (i, n) in nodes.iter().enumerate() {
         for (k, &count) in &n.state.lock().unwrap().puts {
             assert_eq!(count, 1, "key {k:?} put {count} times on {}", n.id);
-            assert!(cluster.owners(k).contains(&i), "key on a node that does not own it");
+            assert!(
+                cluster.owners(k).contains(&i),
+                "key on a node that does not own it"
+            );
             keys_seen.insert(k.clone());
         }
     }
     for k in &keys_seen {
-        let holders = nodes.iter().filter(|n| n.state.lock().unwrap().puts.contains_key(k)).count();
+        let holders = nodes
+            .iter()
+            .filter(|n| n.state.lock().unwrap().puts.contains_key(k))
+            .count();
         assert_eq!(holders, 2, "replication 2");
     }
     // Distinct objects: trees root, a(=b), x, y, dir with space, foo; blobs README, unicode,
@@ -155,14 +193,22 @@ fn plain_path_refs_tags_and_shas() {
     let url = repo.display().to_string();
     let cluster = Cluster::new(vec![node.node_addr()], 1);
     for (r, rev) in [("other", "other"), ("v1", "v1^{commit}"), ("main", "main")] {
-        let e = run(&cache, &request(&url, r, vec![node.node_addr()], 1)).0.unwrap();
+        let e = run(&cache, &request(&url, r, vec![node.node_addr()], 1))
+            .0
+            .unwrap();
         assert_eq!(e.git_ref, r);
         assert_eq!(e.path, "local/fixture");
-        assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", rev]), "{r}");
+        assert_eq!(
+            oid_hex(&e.commit),
+            git_str(&repo, &["rev-parse", rev]),
+            "{r}"
+        );
         check_tree(&repo, &cluster, &e.root_tree, &mut Vec::new());
     }
     let first = git_str(&repo, &["rev-parse", "main~1"]);
-    let e = run(&cache, &request(&url, &first, vec![node.node_addr()], 1)).0.unwrap();
+    let e = run(&cache, &request(&url, &first, vec![node.node_addr()], 1))
+        .0
+        .unwrap();
     assert_eq!(oid_hex(&e.commit), first);
     assert_eq!(e.git_ref, first);
     assert_eq!(e.root_subdirs, 0);
@@ -170,9 +216,15 @@ fn plain_path_refs_tags_and_shas() {
     let repos: Vec<_> = std::fs::read_dir(cache.join("repos")).unwrap().collect();
     assert_eq!(repos.len(), 1);
     let cached = repos[0].as_ref().unwrap().path();
-    let pinned = git_str(&cached, &["for-each-ref", "--format=%(refname)", "refs/monofs/"]);
+    let pinned = git_str(
+        &cached,
+        &["for-each-ref", "--format=%(refname)", "refs/monofs/"],
+    );
     assert_eq!(pinned.lines().count(), 4, "{pinned}");
-    assert!(!pinned.contains("/tmp/"), "temporary refs removed: {pinned}");
+    assert!(
+        !pinned.contains("/tmp/"),
+        "temporary refs removed: {pinned}"
+    );
 }
 
 #[test]
@@ -184,30 +236,73 @@ fn failures_are_clear_and_write_nothing() {
     let nodes = vec![node.node_addr()];
 
     let missing = tmp.path().join("no-such-repo");
-    let err = run(&cache, &request(&missing.display().to_string(), "", nodes.clone(), 1)).0.unwrap_err();
+    let err = run(
+        &cache,
+        &request(&missing.display().to_string(), "", nodes.clone(), 1),
+    )
+    .0
+    .unwrap_err();
     assert!(matches!(err, IngestError::Fetch { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.starts_with(&format!("repository '{}' could not be fetched: ", missing.display())), "{msg}");
-    assert!(msg.contains("does not appear to be a git repository"), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "repository '{}' could not be fetched: ",
+            missing.display()
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("does not appear to be a git repository"),
+        "{msg}"
+    );
 
     let url = format!("file://{}", repo.display());
-    let err = run(&cache, &request(&url, "nope", nodes.clone(), 1)).0.unwrap_err();
+    let err = run(&cache, &request(&url, "nope", nodes.clone(), 1))
+        .0
+        .unwrap_err();
     assert!(matches!(err, IngestError::RefNotFound { .. }), "{err:?}");
     assert_eq!(err.to_string(), format!("ref 'nope' not found in {url}"));
 
-    let err = run(&cache, &request(&url, &"ab".repeat(20), nodes.clone(), 1)).0.unwrap_err();
+    let err = run(&cache, &request(&url, &"ab".repeat(20), nodes.clone(), 1))
+        .0
+        .unwrap_err();
     assert!(matches!(err, IngestError::RefNotFound { .. }), "{err:?}");
 
     let port = free_port();
-    let err = run(&cache, &request(&format!("git://127.0.0.1:{port}/x.git"), "", nodes.clone(), 1)).0.unwrap_err();
-    assert!(err.to_string().starts_with(&format!("repository 'git://127.0.0.1:{port}/x.git' could not be fetched: ")), "{err}");
+    let err = run(
+        &cache,
+        &request(
+            &format!("git://127.0.0.1:{port}/x.git"),
+            "",
+            nodes.clone(),
+            1,
+        ),
+    )
+    .0
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "repository 'git://127.0.0.1:{port}/x.git' could not be fetched: "
+        )),
+        "{err}"
+    );
 
-    for bad in ["https://host/a b", "ext::sh -c touch% /tmp/x", "-uhack", "ftp://h/x", "https://host"] {
-        let err = run(&cache, &request(bad, "", nodes.clone(), 1)).0.unwrap_err();
+    for bad in [
+        "https://host/a b",
+        "ext::sh -c touch% /tmp/x",
+        "-uhack",
+        "ftp://h/x",
+        "https://host",
+    ] {
+        let err = run(&cache, &request(bad, "", nodes.clone(), 1))
+            .0
+            .unwrap_err();
         assert!(matches!(err, IngestError::BadUrl { .. }), "{bad}: {err:?}");
     }
     for bad in ["--upload-pack=x", "a:b", "a b", "x..y"] {
-        let err = run(&cache, &request(&url, bad, nodes.clone(), 1)).0.unwrap_err();
+        let err = run(&cache, &request(&url, bad, nodes.clone(), 1))
+            .0
+            .unwrap_err();
         assert!(matches!(err, IngestError::BadRef { .. }), "{bad}: {err:?}");
     }
     let err = run(&cache, &request(&url, "", vec![], 1)).0.unwrap_err();
@@ -220,10 +315,22 @@ fn failures_are_clear_and_write_nothing() {
 fn node_down_is_a_write_error() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = fixture_repo(tmp.path());
-    let dead = NodeAddr { id: "dead".into(), addr: format!("127.0.0.1:{}", free_port()) };
-    let err = run(&tmp.path().join("cache"), &request(&repo.display().to_string(), "", vec![dead], 1)).0.unwrap_err();
+    let dead = NodeAddr {
+        id: "dead".into(),
+        addr: format!("127.0.0.1:{}", free_port()),
+    };
+    let err = run(
+        &tmp.path().join("cache"),
+        &request(&repo.display().to_string(), "", vec![dead], 1),
+    )
+    .0
+    .unwrap_err();
     assert!(matches!(err, IngestError::NodeWrite(_)), "{err:?}");
-    assert!(err.to_string().starts_with("storing the repository on the nodes failed: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("storing the repository on the nodes failed: "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -235,18 +342,35 @@ fn git_daemon_transport() {
     let cluster = Cluster::new(vec![node.node_addr()], 1);
     let url = format!("git://127.0.0.1:{}/fixture", daemon.port);
     let cache = tmp.path().join("cache");
-    let e = run(&cache, &request(&url, "", vec![node.node_addr()], 1)).0.unwrap();
+    let e = run(&cache, &request(&url, "", vec![node.node_addr()], 1))
+        .0
+        .unwrap();
     assert_eq!(e.path, "127.0.0.1/fixture");
     assert_eq!(e.git_ref, "main");
     assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "HEAD"]));
     check_tree(&repo, &cluster, &e.root_tree, &mut Vec::new());
-    let e = run(&cache, &request(&url, "v1", vec![node.node_addr()], 1)).0.unwrap();
-    assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "v1^{commit}"]));
-    let err = run(&cache, &request(&url, "nope", vec![node.node_addr()], 1)).0.unwrap_err();
-    assert_eq!(err.to_string(), format!("ref 'nope' not found in {url}"));
-    let err = run(&cache, &request(&format!("git://127.0.0.1:{}/absent", daemon.port), "", vec![node.node_addr()], 1))
+    let e = run(&cache, &request(&url, "v1", vec![node.node_addr()], 1))
+        .0
+        .unwrap();
+    assert_eq!(
+        oid_hex(&e.commit),
+        git_str(&repo, &["rev-parse", "v1^{commit}"])
+    );
+    let err = run(&cache, &request(&url, "nope", vec![node.node_addr()], 1))
         .0
         .unwrap_err();
+    assert_eq!(err.to_string(), format!("ref 'nope' not found in {url}"));
+    let err = run(
+        &cache,
+        &request(
+            &format!("git://127.0.0.1:{}/absent", daemon.port),
+            "",
+            vec![node.node_addr()],
+            1,
+        ),
+    )
+    .0
+    .unwrap_err();
     assert!(matches!(err, IngestError::Fetch { .. }), "{err:?}");
 }
 
@@ -255,14 +379,34 @@ fn source_id_overrides_the_path() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = fixture_repo(tmp.path());
     let node = FakeNode::start("solo", false);
-    let mut req = request(&repo.display().to_string(), "other", vec![node.node_addr()], 1);
+    let mut req = request(
+        &repo.display().to_string(),
+        "other",
+        vec![node.node_addr()],
+        1,
+    );
     req.source_id = "example.org/team/fixture".into();
-    assert_eq!(run(&tmp.path().join("c"), &req).0.unwrap().path, "example.org/team/fixture");
+    assert_eq!(
+        run(&tmp.path().join("c"), &req).0.unwrap().path,
+        "example.org/team/fixture"
+    );
     req.source_id = "example.org/../x".into();
-    assert!(matches!(run(&tmp.path().join("c"), &req).0, Err(IngestError::BadUrl { .. })));
-    assert_eq!(namespace_path("https://github.com/org/repo.git", "").unwrap(), "github.com/org/repo");
-    assert_eq!(namespace_path("git@host:org/repo", "").unwrap(), "host/org/repo");
-    assert_eq!(namespace_path("file:///x/y/repo", "").unwrap(), "local/repo");
+    assert!(matches!(
+        run(&tmp.path().join("c"), &req).0,
+        Err(IngestError::BadUrl { .. })
+    ));
+    assert_eq!(
+        namespace_path("https://github.com/org/repo.git", "").unwrap(),
+        "github.com/org/repo"
+    );
+    assert_eq!(
+        namespace_path("git@host:org/repo", "").unwrap(),
+        "host/org/repo"
+    );
+    assert_eq!(
+        namespace_path("file:///x/y/repo", "").unwrap(),
+        "local/repo"
+    );
     assert!(namespace_path("https://h/a/../b", "").is_err());
 }
 
@@ -287,9 +431,13 @@ fn throughput_many_small_files() {
     let node = FakeNode::start("solo", false);
     let calls = AtomicUsize::new(0);
     let t = std::time::Instant::now();
-    let e = ingest(&tmp.path().join("cache"), &request(&r.display().to_string(), "", vec![node.node_addr()], 1), &mut |_, _, _| {
-        calls.fetch_add(1, Ordering::Relaxed);
-    })
+    let e = ingest(
+        &tmp.path().join("cache"),
+        &request(&r.display().to_string(), "", vec![node.node_addr()], 1),
+        &mut |_, _, _| {
+            calls.fetch_add(1, Ordering::Relaxed);
+        },
+    )
     .unwrap();
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
@@ -300,5 +448,8 @@ fn throughput_many_small_files() {
     );
     assert_eq!(e.root_subdirs, 50);
     assert_eq!(node.state.lock().unwrap().data.len(), 3051);
-    assert!(node.state.lock().unwrap().batches < 20, "small objects are batched");
+    assert!(
+        node.state.lock().unwrap().batches < 20,
+        "small objects are batched"
+    );
 }

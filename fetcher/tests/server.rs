@@ -9,12 +9,18 @@ use monofs_net::ns::NsEntry;
 use monofs_net::oid_hex;
 use monofs_net::proto::{IngestRequest, Request, Response};
 
-fn ingest_over(conn: &mut Conn, req: IngestRequest) -> (Result<NsEntry, String>, Vec<(String, u64, u64)>) {
+type Outcome = (Result<NsEntry, String>, Vec<(String, u64, u64)>);
+
+fn ingest_over(conn: &mut Conn, req: IngestRequest) -> Outcome {
     conn.send(&Request::Ingest(req)).unwrap();
     let mut progress = Vec::new();
     loop {
         match conn.recv() {
-            Ok(Response::Progress { phase, objects, bytes }) => progress.push((phase, objects, bytes)),
+            Ok(Response::Progress {
+                phase,
+                objects,
+                bytes,
+            }) => progress.push((phase, objects, bytes)),
             Ok(Response::IngestDone(e)) => return (Ok(NsEntry::decode(&e).unwrap()), progress),
             Err(NetError::Remote { message, .. }) => return (Err(message), progress),
             other => panic!("unexpected {other:?}"),
@@ -27,7 +33,11 @@ fn serves_ingest_with_progress_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = fixture_repo(tmp.path());
     let node = FakeNode::start("solo", false);
-    let h = start(FetcherConfig { listen: "127.0.0.1:0".parse().unwrap(), cache_dir: tmp.path().join("cache") }).unwrap();
+    let h = start(FetcherConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cache_dir: tmp.path().join("cache"),
+    })
+    .unwrap();
     let addr = h.local_addr().to_string();
     let mut conn = Conn::connect(&addr).unwrap();
     let req = IngestRequest {
@@ -48,15 +58,35 @@ fn serves_ingest_with_progress_and_errors() {
     assert!(last.1 >= 10 && last.2 >= 3 << 20, "{last:?}");
 
     // Same connection: a missing ref, then a request that is not INGEST.
-    let (r, _) = ingest_over(&mut conn, IngestRequest { git_ref: "nope".into(), ..req.clone() });
-    assert_eq!(r.unwrap_err(), format!("ref 'nope' not found in {}", repo.display()));
+    let (r, _) = ingest_over(
+        &mut conn,
+        IngestRequest {
+            git_ref: "nope".into(),
+            ..req.clone()
+        },
+    );
+    assert_eq!(
+        r.unwrap_err(),
+        format!("ref 'nope' not found in {}", repo.display())
+    );
     match conn.call(&Request::Hello) {
-        Err(NetError::Remote { message, .. }) => assert!(message.contains("only INGEST"), "{message}"),
+        Err(NetError::Remote { message, .. }) => {
+            assert!(message.contains("only INGEST"), "{message}")
+        }
         other => panic!("unexpected {other:?}"),
     }
-    let (r, _) = ingest_over(&mut conn, IngestRequest { url: tmp.path().join("gone").display().to_string(), ..req.clone() });
+    let (r, _) = ingest_over(
+        &mut conn,
+        IngestRequest {
+            url: tmp.path().join("gone").display().to_string(),
+            ..req.clone()
+        },
+    );
     let msg = r.unwrap_err();
-    assert!(msg.starts_with("repository '") && msg.contains("could not be fetched: "), "{msg}");
+    assert!(
+        msg.starts_with("repository '") && msg.contains("could not be fetched: "),
+        "{msg}"
+    );
 
     // Several clients at once.
     let threads: Vec<_> = (0..3)
@@ -65,13 +95,23 @@ fn serves_ingest_with_progress_and_errors() {
             std::thread::spawn(move || {
                 let mut c = Conn::connect(&addr).unwrap();
                 let git_ref = if i == 0 { "other" } else { "main" };
-                ingest_over(&mut c, IngestRequest { git_ref: git_ref.into(), ..req }).0
+                ingest_over(
+                    &mut c,
+                    IngestRequest {
+                        git_ref: git_ref.into(),
+                        ..req
+                    },
+                )
+                .0
             })
         })
         .collect();
     for t in threads {
         let r = t.join().unwrap();
-        assert!(r.is_ok() || r.as_ref().unwrap_err().starts_with("busy"), "{r:?}");
+        assert!(
+            r.is_ok() || r.as_ref().unwrap_err().starts_with("busy"),
+            "{r:?}"
+        );
     }
     h.shutdown();
     assert!(Conn::connect(&addr).is_err(), "no longer listening");

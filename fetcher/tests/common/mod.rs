@@ -53,15 +53,29 @@ impl FakeNode {
                 std::thread::spawn(move || serve(s, st, &id, digest_only));
             }
         });
-        FakeNode { id: id.to_string(), addr, state, stop }
+        FakeNode {
+            id: id.to_string(),
+            addr,
+            state,
+            stop,
+        }
     }
 
     pub fn node_addr(&self) -> NodeAddr {
-        NodeAddr { id: self.id.clone(), addr: self.addr.clone() }
+        NodeAddr {
+            id: self.id.clone(),
+            addr: self.addr.clone(),
+        }
     }
 
     pub fn total_puts(&self) -> usize {
-        self.state.lock().unwrap().puts.values().map(|&v| v as usize).sum()
+        self.state
+            .lock()
+            .unwrap()
+            .puts
+            .values()
+            .map(|&v| v as usize)
+            .sum()
     }
 }
 
@@ -82,7 +96,11 @@ fn serve(mut s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: boo
         let mut body = vec![0u8; n];
         s.read_exact(&mut body).unwrap();
         let resp = match Request::decode(&body).unwrap() {
-            Request::Hello => Response::HelloOk { node_id: id.to_string(), shards: 1, this_shard: 0 },
+            Request::Hello => Response::HelloOk {
+                node_id: id.to_string(),
+                shards: 1,
+                this_shard: 0,
+            },
             Request::PutBatch(items) => {
                 let mut g = st.lock().unwrap();
                 g.batches += 1;
@@ -138,12 +156,19 @@ pub fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     o.stdout
 }
 
 pub fn git_str(dir: &Path, args: &[&str]) -> String {
-    String::from_utf8(git(dir, args)).unwrap().trim().to_string()
+    String::from_utf8(git(dir, args))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// Committer time of the fixtures.
@@ -193,14 +218,26 @@ pub fn fixture_repo(root: &Path) -> PathBuf {
     std::fs::write(r.join("foo-bar"), "fb\n").unwrap();
     std::fs::write(r.join("big.bin"), noise(3 << 20, 7)).unwrap();
     git(&r, &["add", "-A"]);
-    git(&r, &["update-index", "--add", "--cacheinfo", "160000,1234567890123456789012345678901234567890,sub"]);
+    git(
+        &r,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            "160000,1234567890123456789012345678901234567890,sub",
+        ],
+    );
     git(&r, &["commit", "-q", "-m", "second"]);
     r
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `git daemon` serving `base`, killed on drop.
@@ -213,7 +250,12 @@ impl Daemon {
     pub fn start(base: &Path) -> Daemon {
         let port = free_port();
         let child = Command::new("git")
-            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
@@ -225,7 +267,10 @@ impl Daemon {
         let d = Daemon { child, port };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "git daemon did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git daemon did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         d

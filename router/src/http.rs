@@ -1,7 +1,7 @@
 //! The HTTP API: `POST /api/ingest` (streams NDJSON progress), `GET /api/repos`,
 //! `GET /metrics` (Prometheus), `GET /healthz`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -61,15 +61,7 @@ fn handle(router: &Arc<Router>, mut req: Request) {
             let read = req.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
             match read.map_err(|e| e.to_string()).and_then(|_| parse_ingest(&body)) {
                 Ok(p) => {
-                    let rx = start_ingest(router.clone(), p);
-                    let stream = Response::new(
-                        StatusCode(200),
-                        vec![header("Content-Type", "application/x-ndjson")],
-                        LineReader { rx, cur: Vec::new(), pos: 0 },
-                        None,
-                        None,
-                    );
-                    let _ = req.respond(stream);
+                    stream_ingest(start_ingest(router.clone(), p), req.into_writer());
                     return;
                 }
                 Err(e) => json_response(400, &json!({"error": e})),
@@ -127,26 +119,18 @@ fn start_ingest(router: Arc<Router>, p: IngestParams) -> Receiver<Vec<u8>> {
     rx
 }
 
-struct LineReader {
-    rx: Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for LineReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.cur.len() {
-            match self.rx.recv() {
-                Ok(l) => {
-                    self.cur = l;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
+/// Write the progress lines as they come. tiny_http's chunked encoder holds
+/// back 8 KiB before sending, which would hide progress until the end, so the
+/// response is written raw: no length, closed when the ingest is over.
+fn stream_ingest(rx: Receiver<Vec<u8>>, mut w: Box<dyn Write + Send>) {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
+    if w.write_all(head.as_bytes()).and_then(|_| w.flush()).is_err() {
+        return;
+    }
+    for line in rx {
+        if w.write_all(&line).and_then(|_| w.flush()).is_err() {
+            // The client left; the ingest itself runs to completion.
+            return;
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }

@@ -33,6 +33,9 @@ pub enum NetError {
     Unavailable(String),
 }
 
+/// Key/value pairs of one PUT_BATCH.
+pub type Items = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One connection; requests strictly alternate with responses.
 pub struct Conn {
     addr: String,
@@ -182,8 +185,8 @@ impl NodeClient {
     }
 
     /// Store items durably; items are grouped per shard, one batch per shard.
-    pub fn put_batch(&self, items: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), NetError> {
-        let mut per_shard: HashMap<u16, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+    pub fn put_batch(&self, items: Items) -> Result<(), NetError> {
+        let mut per_shard: HashMap<u16, Items> = HashMap::new();
         for (k, v) in items {
             per_shard.entry(self.shard_of(&k)).or_default().push((k, v));
         }
@@ -260,8 +263,8 @@ impl Cluster {
     }
 
     /// Write items to every owner; returns once all owners acknowledged.
-    pub fn put_batch(&self, items: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), NetError> {
-        let mut per_node: HashMap<usize, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+    pub fn put_batch(&self, items: Items) -> Result<(), NetError> {
+        let mut per_node: HashMap<usize, Items> = HashMap::new();
         for (k, v) in items {
             for i in self.owners(&k) {
                 per_node.entry(i).or_default().push((k.clone(), v.clone()));

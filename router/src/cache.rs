@@ -3,8 +3,11 @@
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+/// Entries with their sizes, and the total.
+type Entries<K, V> = (lru::LruCache<K, (Arc<V>, usize)>, usize);
+
 pub struct ByteLru<K: Hash + Eq, V> {
-    inner: Mutex<(lru::LruCache<K, (Arc<V>, usize)>, usize)>,
+    inner: Mutex<Entries<K, V>>,
     max_bytes: usize,
 }
 

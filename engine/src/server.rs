@@ -109,8 +109,8 @@ impl Shard {
                     None => Response::NotFound,
                 }
             }
-            Request::Ingest(_) => {
-                Response::Error("this is a MonoFS storage node; send INGEST to a fetcher".into())
+            Request::Ingest(_) | Request::FetchBlob(_) | Request::Status => {
+                Response::Error("this is a MonoFS storage node; INGEST, FETCH_BLOB and STATUS go to a fetcher".into())
             }
         }
     }

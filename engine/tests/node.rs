@@ -306,6 +306,8 @@ fn malformed_input_closes_only_that_connection() {
     // INGEST is not for nodes.
     let mut conn = Conn::connect(&addr).unwrap();
     let ingest = Request::Ingest(monofs_net::proto::IngestRequest {
+        kind: monofs_net::proto::SourceKind::Git,
+        content: monofs_net::proto::ContentMode::Eager,
         url: "file:///x".into(),
         git_ref: String::new(),
         source_id: String::new(),

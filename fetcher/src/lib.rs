@@ -390,7 +390,7 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
         };
         let result = ingest(&shared.cache_dir, &req, &mut on_progress);
         let resp = match result {
-            Ok(entry) => Response::IngestDone(entry.encode()),
+            Ok(entry) => Response::IngestDone(monofs_net::ns::encode(&[entry])),
             Err(e) => {
                 tracing::warn!(url = %redact(&req.url), error = %e, "ingest failed");
                 Response::Error(error_text(e.to_string()))

@@ -52,6 +52,8 @@ fn big_blob_is_streamed_in_bounded_memory() {
     let before = peak_rss_kib();
     let t = std::time::Instant::now();
     let req = IngestRequest {
+        kind: monofs_net::proto::SourceKind::Git,
+        content: monofs_net::proto::ContentMode::Eager,
         url: r.display().to_string(),
         git_ref: String::new(),
         source_id: String::new(),

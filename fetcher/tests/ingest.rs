@@ -14,6 +14,8 @@ use monofs_net::{keys, oid_from_hex, oid_hex, Oid};
 
 fn request(url: &str, git_ref: &str, nodes: Vec<NodeAddr>, rf: u16) -> IngestRequest {
     IngestRequest {
+        kind: monofs_net::proto::SourceKind::Git,
+        content: monofs_net::proto::ContentMode::Eager,
         url: url.into(),
         git_ref: git_ref.into(),
         source_id: String::new(),

@@ -21,7 +21,9 @@ fn ingest_over(conn: &mut Conn, req: IngestRequest) -> Outcome {
                 objects,
                 bytes,
             }) => progress.push((phase, objects, bytes)),
-            Ok(Response::IngestDone(e)) => return (Ok(NsEntry::decode(&e).unwrap()), progress),
+            Ok(Response::IngestDone(e)) => {
+                return (Ok(monofs_net::ns::decode(&e).unwrap().remove(0)), progress)
+            }
             Err(NetError::Remote { message, .. }) => return (Err(message), progress),
             other => panic!("unexpected {other:?}"),
         }
@@ -41,6 +43,8 @@ fn serves_ingest_with_progress_and_errors() {
     let addr = h.local_addr().to_string();
     let mut conn = Conn::connect(&addr).unwrap();
     let req = IngestRequest {
+        kind: monofs_net::proto::SourceKind::Git,
+        content: monofs_net::proto::ContentMode::Eager,
         url: repo.display().to_string(),
         git_ref: String::new(),
         source_id: String::new(),
@@ -61,6 +65,8 @@ fn serves_ingest_with_progress_and_errors() {
     let (r, _) = ingest_over(
         &mut conn,
         IngestRequest {
+        kind: monofs_net::proto::SourceKind::Git,
+        content: monofs_net::proto::ContentMode::Eager,
             git_ref: "nope".into(),
             ..req.clone()
         },
@@ -78,6 +84,8 @@ fn serves_ingest_with_progress_and_errors() {
     let (r, _) = ingest_over(
         &mut conn,
         IngestRequest {
+        kind: monofs_net::proto::SourceKind::Git,
+        content: monofs_net::proto::ContentMode::Eager,
             url: tmp.path().join("gone").display().to_string(),
             ..req.clone()
         },
@@ -98,6 +106,8 @@ fn serves_ingest_with_progress_and_errors() {
                 ingest_over(
                     &mut c,
                     IngestRequest {
+        kind: monofs_net::proto::SourceKind::Git,
+        content: monofs_net::proto::ContentMode::Eager,
                         git_ref: git_ref.into(),
                         ..req
                     },

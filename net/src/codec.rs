@@ -10,6 +10,8 @@ pub enum DecodeError {
     Utf8,
     #[error("unknown opcode 0x{0:02x}")]
     UnknownOp(u8),
+    #[error("invalid value {0}")]
+    BadValue(u32),
     #[error("{0} trailing bytes after message")]
     Trailing(usize),
 }

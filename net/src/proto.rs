@@ -10,6 +10,8 @@ pub mod op {
     pub const GET: u8 = 0x03;
     pub const STAT: u8 = 0x04;
     pub const INGEST: u8 = 0x10;
+    pub const FETCH_BLOB: u8 = 0x11;
+    pub const STATUS: u8 = 0x12;
     pub const OK: u8 = 0x80;
     pub const DATA: u8 = 0x81;
     pub const NOT_FOUND: u8 = 0x82;
@@ -32,8 +34,29 @@ pub struct NodeAddr {
     pub addr: String,
 }
 
+/// What an INGEST names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A Git remote; `url` is its URL or a local path.
+    Git = 0,
+    /// A Go module from the fetcher's GOPROXY; `url` is `module@version` (or `@latest`).
+    GoModule = 1,
+}
+
+/// When an INGEST answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentMode {
+    /// After the directory records are stored: file content follows by
+    /// prefetch and on first read.
+    Lazy = 0,
+    /// After every directory record and every blob is stored.
+    Eager = 1,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngestRequest {
+    pub kind: SourceKind,
+    pub content: ContentMode,
     pub url: String,
     /// Branch, tag or commit; empty means the remote's HEAD.
     pub git_ref: String,
@@ -50,6 +73,23 @@ pub enum Request {
     Get { key: Vec<u8>, offset: u64, len: u32 },
     Stat { key: Vec<u8> },
     Ingest(IngestRequest),
+    /// Store chunks `first_chunk .. first_chunk + chunks` of a blob of `size`
+    /// bytes from the repository at `url` on the blob's owners; OK when durable.
+    FetchBlob(FetchBlobRequest),
+    /// A fetcher's health and cache figures, answered as DATA holding JSON.
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchBlobRequest {
+    pub kind: SourceKind,
+    pub url: String,
+    pub oid: crate::Oid,
+    pub size: u64,
+    pub first_chunk: u32,
+    pub chunks: u32,
+    pub replication: u16,
+    pub nodes: Vec<NodeAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +100,7 @@ pub enum Response {
     Size(u64),
     HelloOk { node_id: String, shards: u16, this_shard: u16 },
     Progress { phase: String, objects: u64, bytes: u64 },
+    /// The namespace entries an INGEST publishes, as `ns::encode`d.
     IngestDone(Vec<u8>),
     WrongShard(u16),
     Error(String),
@@ -95,14 +136,27 @@ impl Request {
             }
             Request::Ingest(i) => {
                 w.u8(op::INGEST)
+                    .u8(i.kind as u8)
+                    .u8(i.content as u8)
                     .string(&i.url)
                     .string(&i.git_ref)
                     .string(&i.source_id)
-                    .u16(i.replication)
-                    .u32(i.nodes.len() as u32);
-                for n in &i.nodes {
-                    w.string(&n.id).string(&n.addr);
-                }
+                    .u16(i.replication);
+                encode_nodes(&mut w, &i.nodes);
+            }
+            Request::FetchBlob(f) => {
+                w.u8(op::FETCH_BLOB)
+                    .u8(f.kind as u8)
+                    .string(&f.url)
+                    .raw(&f.oid)
+                    .u64(f.size)
+                    .u32(f.first_chunk)
+                    .u32(f.chunks)
+                    .u16(f.replication);
+                encode_nodes(&mut w, &f.nodes);
+            }
+            Request::Status => {
+                w.u8(op::STATUS);
             }
         }
     }
@@ -127,25 +181,63 @@ impl Request {
             op::GET => Request::Get { key: key(&mut r)?, offset: r.u64()?, len: r.u32()? },
             op::STAT => Request::Stat { key: key(&mut r)? },
             op::INGEST => {
+                let kind = source_kind(r.u8()?)?;
+                let content = match r.u8()? {
+                    0 => ContentMode::Lazy,
+                    1 => ContentMode::Eager,
+                    other => return Err(DecodeError::BadValue(other as u32)),
+                };
                 let url = r.string(MAX_STRING)?;
                 let git_ref = r.string(MAX_STRING)?;
                 let source_id = r.string(MAX_STRING)?;
                 let replication = r.u16()?;
-                let n = r.u32()? as usize;
-                if n > MAX_NODES {
-                    return Err(DecodeError::TooLong { len: n, max: MAX_NODES });
-                }
-                let mut nodes = Vec::with_capacity(n);
-                for _ in 0..n {
-                    nodes.push(NodeAddr { id: r.string(MAX_STRING)?, addr: r.string(MAX_STRING)? });
-                }
-                Request::Ingest(IngestRequest { url, git_ref, source_id, replication, nodes })
+                let nodes = decode_nodes(&mut r)?;
+                Request::Ingest(IngestRequest { kind, content, url, git_ref, source_id, replication, nodes })
             }
+            op::FETCH_BLOB => Request::FetchBlob(FetchBlobRequest {
+                kind: source_kind(r.u8()?)?,
+                url: r.string(MAX_STRING)?,
+                oid: r.array()?,
+                size: r.u64()?,
+                first_chunk: r.u32()?,
+                chunks: r.u32()?,
+                replication: r.u16()?,
+                nodes: decode_nodes(&mut r)?,
+            }),
+            op::STATUS => Request::Status,
             other => return Err(DecodeError::UnknownOp(other)),
         };
         r.finish()?;
         Ok(req)
     }
+}
+
+fn source_kind(b: u8) -> Result<SourceKind, DecodeError> {
+    match b {
+        0 => Ok(SourceKind::Git),
+        1 => Ok(SourceKind::GoModule),
+        other => Err(DecodeError::BadValue(other as u32)),
+    }
+}
+
+fn encode_nodes(w: &mut Writer, nodes: &[NodeAddr]) {
+    assert!(nodes.len() <= MAX_NODES);
+    w.u32(nodes.len() as u32);
+    for n in nodes {
+        w.string(&n.id).string(&n.addr);
+    }
+}
+
+fn decode_nodes(r: &mut Reader) -> Result<Vec<NodeAddr>, DecodeError> {
+    let n = r.u32()? as usize;
+    if n > MAX_NODES {
+        return Err(DecodeError::TooLong { len: n, max: MAX_NODES });
+    }
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(NodeAddr { id: r.string(MAX_STRING)?, addr: r.string(MAX_STRING)? });
+    }
+    Ok(nodes)
 }
 
 impl Response {
@@ -258,7 +350,20 @@ mod tests {
         rt_req(Request::PutBatch(vec![(b"k1".to_vec(), b"v".to_vec()), (b"k2".to_vec(), vec![])]));
         rt_req(Request::Get { key: b"Tabc".to_vec(), offset: 5, len: 9 });
         rt_req(Request::Stat { key: b"x".to_vec() });
+        rt_req(Request::Status);
+        rt_req(Request::FetchBlob(FetchBlobRequest {
+            kind: SourceKind::Git,
+            url: "u".into(),
+            oid: [4; 20],
+            size: 5,
+            first_chunk: 1,
+            chunks: 2,
+            replication: 1,
+            nodes: vec![NodeAddr { id: "n1".into(), addr: "a:1".into() }],
+        }));
         rt_req(Request::Ingest(IngestRequest {
+            kind: SourceKind::GoModule,
+            content: ContentMode::Eager,
             url: "file:///x".into(),
             git_ref: "main".into(),
             source_id: "".into(),

@@ -111,7 +111,7 @@ fn start_ingest(router: Arc<Router>, p: IngestParams) -> Receiver<Vec<u8>> {
             }
         });
         let fin = match result {
-            Ok(e) => json!({"done": true, "repo": entry_json(&e)}),
+            Ok(es) => json!({"done": true, "repo": entry_json(&es[0]), "published": es.iter().map(entry_json).collect::<Vec<_>>()}),
             Err(e) => json!({"done": false, "error": e}),
         };
         let _ = tx.send(line(fin));

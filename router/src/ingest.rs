@@ -5,7 +5,7 @@ use std::time::Duration;
 use monofs_net::client::{Conn, NetError};
 use monofs_net::hrw;
 use monofs_net::ns::NsEntry;
-use monofs_net::proto::{IngestRequest, Request, Response};
+use monofs_net::proto::{ContentMode, IngestRequest, Request, Response, SourceKind};
 
 use crate::metrics::Metrics;
 use crate::Router;
@@ -24,17 +24,19 @@ pub struct IngestParams {
 impl Router {
     /// Ingest through the repository's preferred fetcher (HRW on the URL),
     /// falling back to the next when one cannot be reached, then publish.
-    pub fn ingest(&self, p: &IngestParams, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<NsEntry, String> {
+    pub fn ingest(&self, p: &IngestParams, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<NsEntry>, String> {
         let r = self.ingest_inner(p, progress);
         Metrics::inc(if r.is_ok() { &self.metrics.ingests_ok } else { &self.metrics.ingests_failed });
         r
     }
 
-    fn ingest_inner(&self, p: &IngestParams, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<NsEntry, String> {
+    fn ingest_inner(&self, p: &IngestParams, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<NsEntry>, String> {
         if self.fetchers.is_empty() {
             return Err("this router has no fetchers configured (--fetchers)".into());
         }
         let req = Request::Ingest(IngestRequest {
+            kind: SourceKind::Git,
+            content: ContentMode::Eager,
             url: p.url.clone(),
             git_ref: p.git_ref.clone(),
             source_id: p.source_id.clone(),
@@ -59,11 +61,17 @@ impl Router {
                 match conn.recv() {
                     Ok(Response::Progress { phase, objects, bytes }) => progress(&phase, objects, bytes),
                     Ok(Response::IngestDone(raw)) => {
-                        let entry = NsEntry::decode(&raw).map_err(|e| format!("fetcher {addr} sent a malformed result: {e}"))?;
+                        let entries = monofs_net::ns::decode(&raw)
+                            .map_err(|e| format!("fetcher {addr} sent a malformed result: {e}"))?;
+                        if entries.is_empty() {
+                            return Err(format!("fetcher {addr} published nothing"));
+                        }
                         progress("publishing", 0, 0);
-                        self.publish(entry.clone())?;
-                        tracing::info!(path = %entry.path, commit = %monofs_net::oid_hex(&entry.commit), "published");
-                        return Ok(entry);
+                        for entry in &entries {
+                            self.publish(entry.clone())?;
+                            tracing::info!(path = %entry.path, commit = %monofs_net::oid_hex(&entry.commit), "published");
+                        }
+                        return Ok(entries);
                     }
                     Ok(other) => return Err(format!("fetcher {addr} answered {other:?}")),
                     Err(NetError::Remote { message, .. }) => return Err(message),

@@ -201,6 +201,13 @@ pub struct FetcherConfig {
     pub cache_dir: PathBuf,
 }
 
+impl FetcherConfig {
+    /// A configuration with every tunable at its default.
+    pub fn new(listen: SocketAddr, cache_dir: PathBuf) -> FetcherConfig {
+        FetcherConfig { listen, cache_dir }
+    }
+}
+
 /// A running fetcher server.
 pub struct FetcherHandle {
     addr: SocketAddr,

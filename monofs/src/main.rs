@@ -153,10 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fetcher(a) => {
-            let h = monofs_fetcher::start(monofs_fetcher::FetcherConfig {
-                listen: SocketAddr::new(a.bind, a.port),
-                cache_dir: a.cache_dir,
-            })?;
+            let h = monofs_fetcher::start(monofs_fetcher::FetcherConfig::new(SocketAddr::new(a.bind, a.port), a.cache_dir))?;
             up::wait_for_signal();
             h.shutdown();
             Ok(ExitCode::SUCCESS)

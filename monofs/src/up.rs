@@ -89,10 +89,10 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         nodes.push(h);
         node_addrs.push(NodeAddr { id, addr: addr.to_string() });
     }
-    let fetcher = monofs_fetcher::start(monofs_fetcher::FetcherConfig {
-        listen: SocketAddr::new(loopback, a.fetcher_port),
-        cache_dir: data.join("fetcher"),
-    })
+    let fetcher = monofs_fetcher::start(monofs_fetcher::FetcherConfig::new(
+        SocketAddr::new(loopback, a.fetcher_port),
+        data.join("fetcher"),
+    ))
     .map_err(|e| anyhow::anyhow!("fetcher: {e:#}"))?;
     let router = monofs_router::start(monofs_router::RouterConfig {
         nfs_listen: SocketAddr::new(a.bind, a.port),

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use nfs3_client::nfs3_types::nfs3::{
-    self, cookieverf3, diropargs3, fattr3, filename3, ftype3, nfs_fh3, nfsstat3, Nfs3Option, Nfs3Result,
+    self, cookieverf3, diropargs3, fattr3, filename3, ftype3, nfs_fh3, nfsstat3, Nfs3Option,
+    Nfs3Result,
 };
 use nfs3_client::tokio::TokioConnector;
 use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
@@ -104,20 +105,35 @@ fn rpc_fail(what: &str, path: &str, e: impl std::fmt::Display) -> Fail {
 /// Walk `path` from the root with LOOKUP; returns the handle and attributes.
 async fn resolve(c: &mut Conn, path: &str) -> Result<(nfs_fh3, fattr3), Fail> {
     let mut fh = c.root_nfs_fh3();
-    let mut attr = match c.getattr(&nfs3::GETATTR3args { object: fh.clone() }).await.map_err(|e| rpc_fail("getattr", "/", e))? {
+    let mut attr = match c
+        .getattr(&nfs3::GETATTR3args { object: fh.clone() })
+        .await
+        .map_err(|e| rpc_fail("getattr", "/", e))?
+    {
         Nfs3Result::Ok(ok) => ok.obj_attributes,
         Nfs3Result::Err((s, _)) => return Err(status_fail("getattr", "/", s)),
     };
     for comp in path.split('/').filter(|c| !c.is_empty()) {
         let args = nfs3::LOOKUP3args {
-            what: diropargs3 { dir: fh.clone(), name: filename3::from(comp.as_bytes()) },
+            what: diropargs3 {
+                dir: fh.clone(),
+                name: filename3::from(comp.as_bytes()),
+            },
         };
-        match c.lookup(&args).await.map_err(|e| rpc_fail("lookup", path, e))? {
+        match c
+            .lookup(&args)
+            .await
+            .map_err(|e| rpc_fail("lookup", path, e))?
+        {
             Nfs3Result::Ok(ok) => {
                 fh = ok.object;
                 attr = match ok.obj_attributes {
                     Nfs3Option::Some(a) => a,
-                    Nfs3Option::None => return Err(Fail::Other(format!("lookup {path}: server sent no attributes"))),
+                    Nfs3Option::None => {
+                        return Err(Fail::Other(format!(
+                            "lookup {path}: server sent no attributes"
+                        )))
+                    }
                 };
             }
             Nfs3Result::Err((s, _)) => return Err(status_fail("lookup", path, s)),
@@ -158,8 +174,18 @@ pub fn ls(a: &LsArgs) -> anyhow::Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         let mut all = Vec::new();
         loop {
-            let args = nfs3::READDIRPLUS3args { dir: dir.clone(), cookie, cookieverf: verf, dircount: DIR_SIZE, maxcount: DIR_SIZE };
-            let ok = match c.readdirplus(&args).await.map_err(|e| rpc_fail("readdir", &p.path, e))? {
+            let args = nfs3::READDIRPLUS3args {
+                dir: dir.clone(),
+                cookie,
+                cookieverf: verf,
+                dircount: DIR_SIZE,
+                maxcount: DIR_SIZE,
+            };
+            let ok = match c
+                .readdirplus(&args)
+                .await
+                .map_err(|e| rpc_fail("readdir", &p.path, e))?
+            {
                 Nfs3Result::Ok(ok) => ok,
                 Nfs3Result::Err((s, _)) => return Err(status_fail("readdir", &p.path, s)),
             };
@@ -193,7 +219,9 @@ pub fn ls(a: &LsArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
             if ok.reply.entries.0.is_empty() {
-                return Err(Fail::Other("server returned an empty page without eof".into()));
+                return Err(Fail::Other(
+                    "server returned an empty page without eof".into(),
+                ));
             }
         }
         if p.json {
@@ -213,21 +241,34 @@ pub fn cat(p: &PathArgs) -> anyhow::Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         let mut offset = 0u64;
         loop {
-            let args = nfs3::READ3args { file: fh.clone(), offset, count: READ_SIZE };
-            let ok = match c.read(&args).await.map_err(|e| rpc_fail("read", &p.path, e))? {
+            let args = nfs3::READ3args {
+                file: fh.clone(),
+                offset,
+                count: READ_SIZE,
+            };
+            let ok = match c
+                .read(&args)
+                .await
+                .map_err(|e| rpc_fail("read", &p.path, e))?
+            {
                 Nfs3Result::Ok(ok) => ok,
                 Nfs3Result::Err((s, _)) => return Err(status_fail("read", &p.path, s)),
             };
-            out.write_all(&ok.data).map_err(|e| Fail::Other(format!("stdout: {e}")))?;
+            out.write_all(&ok.data)
+                .map_err(|e| Fail::Other(format!("stdout: {e}")))?;
             offset += ok.data.len() as u64;
             if ok.eof {
                 break;
             }
             if ok.data.is_empty() {
-                return Err(Fail::Other(format!("read {}: server returned no data before end of file", p.path)));
+                return Err(Fail::Other(format!(
+                    "read {}: server returned no data before end of file",
+                    p.path
+                )));
             }
         }
-        out.flush().map_err(|e| Fail::Other(format!("stdout: {e}")))?;
+        out.flush()
+            .map_err(|e| Fail::Other(format!("stdout: {e}")))?;
         Ok(())
     }))
 }

@@ -11,7 +11,13 @@ use crate::exit;
 #[derive(clap::Args)]
 pub struct IngestArgs {
     /// Repository: https://…, git://…, file://…, or a local path.
-    pub url: String,
+    #[arg(required_unless_present = "go", conflicts_with = "go")]
+    pub url: Option<String>,
+    /// A Go module version instead of a repository: MODULE@VERSION or
+    /// MODULE@latest, from the fetcher's --gomod-proxy. Published under
+    /// /go/pkg/mod/ and, in GOPROXY layout, under /go/proxy/.
+    #[arg(long, value_name = "MODULE@VERSION")]
+    pub go: Option<String>,
     /// Branch, tag or commit to publish (default: the remote's HEAD).
     #[arg(long = "ref", default_value = "")]
     pub git_ref: String,
@@ -19,6 +25,10 @@ pub struct IngestArgs {
     /// github.com/org/repo; local repositories go under local/).
     #[arg(long, default_value = "")]
     pub source_id: String,
+    /// How file content is stored: lazy (listable at once; content arrives by
+    /// prefetch and on first read) or eager (all content before this returns).
+    #[arg(long, default_value = "lazy", value_parser = ["lazy", "eager"])]
+    pub content: String,
     /// Router HTTP API.
     #[arg(long, env = "MONOFS_ROUTER", default_value = "http://127.0.0.1:20480")]
     pub router: String,
@@ -31,30 +41,52 @@ pub struct IngestArgs {
 const INGEST_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 pub fn run(a: &IngestArgs) -> anyhow::Result<ExitCode> {
-    let url = if a.url.contains("://") || a.url.contains('@') {
-        a.url.clone()
-    } else {
+    let (kind, url) = match (&a.url, &a.go) {
+        (_, Some(m)) => ("go", m.clone()),
+        (Some(u), None) if u.contains("://") || u.contains('@') => ("git", u.clone()),
         // A local path is resolved here, where the user typed it.
-        std::fs::canonicalize(&a.url)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| a.url.clone())
+        (Some(u), None) => (
+            "git",
+            std::fs::canonicalize(u)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| u.clone()),
+        ),
+        (None, None) => anyhow::bail!("name a repository URL or --go MODULE@VERSION"),
     };
+    let body = json!({"kind": kind, "content": a.content, "url": url, "ref": a.git_ref, "source_id": a.source_id});
+    follow(&a.router, "/api/ingest", body, &url, a.json)
+}
+
+/// POST `body` to a router endpoint that answers with NDJSON progress lines and
+/// a final `{"done": …}` line; show the progress and turn the end into an exit code.
+pub fn follow(
+    router: &str,
+    endpoint: &str,
+    body: serde_json::Value,
+    what: &str,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let url = what;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(5))
         .timeout_read(crate::up::INGEST_SILENCE)
         .build();
-    let endpoint = format!("{}/api/ingest", a.router.trim_end_matches('/'));
-    let resp = agent.post(&endpoint).send_json(json!({"url": url, "ref": a.git_ref, "source_id": a.source_id}));
+    let endpoint = format!("{}{endpoint}", router.trim_end_matches('/'));
+    let resp = agent.post(&endpoint).send_json(body);
     let resp = match resp {
         Ok(r) => r,
         Err(ureq::Error::Status(code, r)) => {
             let body: Value = r.into_json().unwrap_or(Value::Null);
-            let msg = body.get("error").and_then(Value::as_str).unwrap_or("").to_string();
+            let msg = body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             eprintln!("monofs: ingest refused ({code}): {msg}");
             return Ok(ExitCode::from(exit::FAILURE));
         }
         Err(e) => {
-            eprintln!("monofs: cannot reach the router at {}: {e}", a.router);
+            eprintln!("monofs: cannot reach the router at {router}: {e}");
             return Ok(ExitCode::from(exit::UNREACHABLE));
         }
     };
@@ -77,21 +109,25 @@ pub fn run(a: &IngestArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("ingest still running after {INGEST_TIMEOUT:?}; giving up waiting");
         }
         let line = line.map_err(|e| anyhow::anyhow!("lost the router while ingesting: {e}"))?;
-        let v: Value = serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("router sent a bad line: {e}"))?;
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| anyhow::anyhow!("router sent a bad line: {e}"))?;
         if let Some(done) = v.get("done").and_then(Value::as_bool) {
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
             if !done {
-                let err = v.get("error").and_then(Value::as_str).unwrap_or("unknown error");
-                if a.json {
+                let err = v
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error");
+                if json_out {
                     println!("{v}");
                 }
                 eprintln!("monofs: ingest of {url} failed: {err}");
                 return Ok(ExitCode::from(exit::FAILURE));
             }
             let repo = &v["repo"];
-            if a.json {
+            if json_out {
                 println!("{repo}");
             } else {
                 eprintln!(

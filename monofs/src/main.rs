@@ -1,6 +1,7 @@
 //! `monofs`: the one binary. Each subcommand is one component (router, node,
 //! fetcher), the whole cluster on one machine (`up`), or a client tool.
 
+mod admin;
 mod client;
 mod datadir;
 mod ingest_cmd;
@@ -51,8 +52,11 @@ enum Cmd {
     Node(NodeArgs),
     /// Run a fetcher.
     Fetcher(FetcherArgs),
-    /// Ingest a Git repository into a running cluster (through its router).
+    /// Ingest a Git repository or a Go module into a running cluster (through its router).
     Ingest(ingest_cmd::IngestArgs),
+    /// Operate a running cluster: repositories, refreshes, fetchers.
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
     /// List a directory over NFSv3 (no mount needed).
     Ls(client::LsArgs),
     /// Print a file over NFSv3 (no mount needed).
@@ -85,6 +89,10 @@ struct RouterArgs {
     /// Copies of every record, on distinct nodes.
     #[arg(long, default_value_t = 1)]
     replication_factor: usize,
+    /// Move every Git repository to the newest commit of its ref this often, in
+    /// seconds (enable on one router of a deployment).
+    #[arg(long)]
+    refresh_interval: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -117,11 +125,17 @@ struct FetcherArgs {
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 pub fn default_shards() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -136,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nodes,
                 replication: a.replication_factor,
                 fetchers: split_list(&a.fetchers),
+                refresh_interval: a.refresh_interval.map(std::time::Duration::from_secs),
             })?;
             up::wait_for_signal();
             h.shutdown();
@@ -153,12 +168,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fetcher(a) => {
-            let h = monofs_fetcher::start(monofs_fetcher::FetcherConfig::new(SocketAddr::new(a.bind, a.port), a.cache_dir))?;
+            let h = monofs_fetcher::start(monofs_fetcher::FetcherConfig::new(
+                SocketAddr::new(a.bind, a.port),
+                a.cache_dir,
+            ))?;
             up::wait_for_signal();
             h.shutdown();
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ingest(a) => ingest_cmd::run(&a),
+        Cmd::Admin(c) => admin::run(c),
         Cmd::Ls(a) => client::ls(&a),
         Cmd::Cat(a) => client::cat(&a),
         Cmd::Stat(a) => client::stat(&a),

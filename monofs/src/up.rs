@@ -54,6 +54,13 @@ pub struct UpArgs {
     /// Address the router listens on (0.0.0.0 to serve other machines).
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Refresh every Git repository this often, in seconds.
+    #[arg(long)]
+    refresh_interval: Option<u64>,
+    /// How --ingest stores file content: lazy (listable at once, content on
+    /// first read and by prefetch) or eager (all content before it returns).
+    #[arg(long, default_value = "lazy", value_parser = ["lazy", "eager"])]
+    content: String,
     /// Exit after the ingests instead of serving (for scripts).
     #[arg(long)]
     exit_after_ingest: bool,
@@ -61,7 +68,8 @@ pub struct UpArgs {
 
 pub fn wait_for_signal() {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down");
     }
@@ -69,9 +77,16 @@ pub fn wait_for_signal() {
 
 pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.nodes >= 1 && a.nodes <= 16, "--nodes must be 1..=16");
-    anyhow::ensure!(a.shards >= 1 && a.shards <= 8, "--shards must be 1..=8 (ports node_port+10k+shard)");
-    let data = a.data_dir.clone().unwrap_or_else(crate::datadir::default_data_dir);
-    std::fs::create_dir_all(&data).map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
+    anyhow::ensure!(
+        a.shards >= 1 && a.shards <= 8,
+        "--shards must be 1..=8 (ports node_port+10k+shard)"
+    );
+    let data = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::datadir::default_data_dir);
+    std::fs::create_dir_all(&data)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
 
     let mut nodes = Vec::new();
@@ -87,7 +102,10 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         })
         .map_err(|e| anyhow::anyhow!("node {id}: {e:#}"))?;
         nodes.push(h);
-        node_addrs.push(NodeAddr { id, addr: addr.to_string() });
+        node_addrs.push(NodeAddr {
+            id,
+            addr: addr.to_string(),
+        });
     }
     let fetcher = monofs_fetcher::start(monofs_fetcher::FetcherConfig::new(
         SocketAddr::new(loopback, a.fetcher_port),
@@ -101,6 +119,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         nodes: node_addrs,
         replication: a.replication_factor,
         fetchers: vec![fetcher.local_addr().to_string()],
+        refresh_interval: a.refresh_interval.map(Duration::from_secs),
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 
@@ -110,9 +129,11 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
     for url in &a.ingest {
         let r = ingest_cmd::run(&IngestArgs {
-            url: url.clone(),
+            url: Some(url.clone()),
+            go: None,
             git_ref: a.git_ref.clone(),
             source_id: String::new(),
+            content: a.content.clone(),
             router: router_url.clone(),
             json: false,
         })?;
@@ -120,7 +141,11 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             code = r;
         }
     }
-    let host = if a.bind.is_unspecified() { loopback } else { a.bind };
+    let host = if a.bind.is_unspecified() {
+        loopback
+    } else {
+        a.bind
+    };
     let port = router.nfs_addr.port();
     let opts = if a.portmap_port == Some(111) && port == 2049 {
         "vers=3,nolock".to_string()

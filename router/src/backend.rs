@@ -11,8 +11,8 @@ use monofs_net::{keys, CHUNK_SIZE};
 use monofs_nfs::{Backend, DirEntry, DirPage, Fattr, Fh, FsStat, Ftype, MountStatus, Status, Time};
 
 use crate::handle::{child_path, Handle, ObjHandle, ObjKind, ROOT_PATH};
-use crate::namespace::Namespace;
 use crate::metrics::Metrics;
+use crate::namespace::Namespace;
 use crate::Router;
 
 /// One filesystem id for the whole namespace: a change of fsid makes the Linux
@@ -24,7 +24,10 @@ pub const MAX_SYMLINK: u64 = 64 << 10;
 pub const MAX_READ: u32 = 1 << 20;
 
 fn time(secs: i64) -> Time {
-    Time { seconds: secs.clamp(0, u32::MAX as i64) as u32, nseconds: 0 }
+    Time {
+        seconds: secs.clamp(0, u32::MAX as i64) as u32,
+        nseconds: 0,
+    }
 }
 
 fn fattr(ftype: Ftype, mode: u32, nlink: u32, size: u64, fileid: u64, mtime: i64) -> Fattr {
@@ -47,7 +50,14 @@ fn fattr(ftype: Ftype, mode: u32, nlink: u32, size: u64, fileid: u64, mtime: i64
 }
 
 fn dir_attr(path: u64, subdirs: u64, mtime: i64) -> Fattr {
-    fattr(Ftype::Dir, 0o755, 2u64.saturating_add(subdirs).min(u32::MAX as u64) as u32, 4096, path, mtime)
+    fattr(
+        Ftype::Dir,
+        0o755,
+        2u64.saturating_add(subdirs).min(u32::MAX as u64) as u32,
+        4096,
+        path,
+        mtime,
+    )
 }
 
 fn obj_attr(o: &ObjHandle) -> Fattr {
@@ -71,14 +81,32 @@ fn entry_handle(repo: u64, parent: u64, e: &Entry, mtime: i64) -> ObjHandle {
         // 100644, 100755, and the legacy modes Git still reads (100664) are files.
         _ => ObjKind::File,
     };
-    debug_assert!(matches!(e.mode, MODE_TREE | MODE_SYMLINK | MODE_SUBMODULE | MODE_FILE | MODE_EXEC) || e.mode & 0o170000 == 0o100000);
-    ObjHandle { kind, repo, path: child_path(parent, &e.name), oid: e.oid, mode: e.mode, size: e.size, mtime }
+    debug_assert!(
+        matches!(
+            e.mode,
+            MODE_TREE | MODE_SYMLINK | MODE_SUBMODULE | MODE_FILE | MODE_EXEC
+        ) || e.mode & 0o170000 == 0o100000
+    );
+    ObjHandle {
+        kind,
+        repo,
+        path: child_path(parent, &e.name),
+        oid: e.oid,
+        mode: e.mode,
+        size: e.size,
+        mtime,
+    }
 }
 
 /// What a directory handle lists.
 enum Listing {
     Ns(Arc<Namespace>, u64),
-    Tree { repo: u64, path: u64, mtime: i64, entries: Arc<Vec<Entry>> },
+    Tree {
+        repo: u64,
+        path: u64,
+        mtime: i64,
+        entries: Arc<Vec<Entry>>,
+    },
     Empty,
 }
 
@@ -111,7 +139,12 @@ impl Router {
                     Some(i) => {
                         let r = &ns.repos[i];
                         let entries = self.tree(&r.root_tree)?;
-                        Ok(Listing::Tree { repo: *path, path: *path, mtime: r.commit_time, entries })
+                        Ok(Listing::Tree {
+                            repo: *path,
+                            path: *path,
+                            mtime: r.commit_time,
+                            entries,
+                        })
                     }
                     None => Ok(Listing::Ns(ns.clone(), *path)),
                 }
@@ -153,11 +186,21 @@ impl Router {
             Status::Io
         })?;
         let entries = Arc::new(entries);
-        self.dirs.insert(*oid, entries.clone(), raw.len() + entries.len() * 32);
+        self.dirs
+            .insert(*oid, entries.clone(), raw.len() + entries.len() * 32);
         Ok(entries)
     }
 
-    fn read_blob(&self, oid: &monofs_net::Oid, size: u64, offset: u64, count: u32) -> Result<Vec<u8>, Status> {
+    /// Bytes `offset .. offset + count` of a blob reached through repository
+    /// `repo`; chunks no node has yet are brought by a fetcher first.
+    fn read_blob(
+        &self,
+        repo: u64,
+        oid: &monofs_net::Oid,
+        size: u64,
+        offset: u64,
+        count: u32,
+    ) -> Result<Vec<u8>, Status> {
         let end = offset.saturating_add(count as u64).min(size);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let mut pos = offset;
@@ -166,15 +209,23 @@ impl Router {
             let in_chunk = pos % CHUNK_SIZE as u64;
             let len = (CHUNK_SIZE as u64 - in_chunk).min(end - pos) as u32;
             let key = keys::blob_chunk(oid, chunk as u32);
-            let data = match self.cluster.get(&key, in_chunk, len) {
-                Ok(Some(d)) => d,
-                Ok(None) => {
-                    tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, "blob chunk missing on every owner");
-                    return Err(Status::Io);
-                }
-                Err(e) => {
-                    tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, error = %e, "blob chunk unavailable");
-                    return Err(Status::Io);
+            let mut fetched = false;
+            let data = loop {
+                match self.cluster.get(&key, in_chunk, len) {
+                    Ok(Some(d)) => break d,
+                    Ok(None) if !fetched => {
+                        Metrics::inc(&self.metrics.lazy_fetches);
+                        self.bring_chunk(repo, oid, size, chunk as u32)?;
+                        fetched = true;
+                    }
+                    Ok(None) => {
+                        tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, "blob chunk missing after its fetch");
+                        return Err(Status::Io);
+                    }
+                    Err(e) => {
+                        tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, error = %e, "blob chunk unavailable");
+                        return Err(Status::Io);
+                    }
                 }
             };
             if data.len() != len as usize {
@@ -204,8 +255,16 @@ impl Router {
             };
         }
         match self.listing(dir)? {
-            Listing::Ns(ns, path) => ns.lookup(path, name).map(|p| Handle::Ns { path: p }).ok_or(Status::NoEnt),
-            Listing::Tree { repo, path, mtime, entries } => {
+            Listing::Ns(ns, path) => ns
+                .lookup(path, name)
+                .map(|p| Handle::Ns { path: p })
+                .ok_or(Status::NoEnt),
+            Listing::Tree {
+                repo,
+                path,
+                mtime,
+                entries,
+            } => {
                 let (_, e) = dir::find(&entries, name).ok_or(Status::NoEnt)?;
                 Ok(Handle::Obj(entry_handle(repo, path, e, mtime)))
             }
@@ -268,8 +327,10 @@ impl Backend for Router {
         Metrics::inc(&self.metrics.read);
         let r = self.decode(fh).and_then(|h| match h {
             Handle::Obj(o) if o.kind == ObjKind::File => {
-                let data = self.read_blob(&o.oid, o.size, offset, count.min(MAX_READ))?;
-                self.metrics.read_bytes.fetch_add(data.len() as u64, Relaxed);
+                let data = self.read_blob(o.repo, &o.oid, o.size, offset, count.min(MAX_READ))?;
+                self.metrics
+                    .read_bytes
+                    .fetch_add(data.len() as u64, Relaxed);
                 let eof = offset.saturating_add(data.len() as u64) >= o.size;
                 Ok((data, eof))
             }
@@ -286,7 +347,7 @@ impl Backend for Router {
                 if o.size > MAX_SYMLINK {
                     return Err(Status::NameTooLong);
                 }
-                self.read_blob(&o.oid, o.size, 0, o.size as u32)
+                self.read_blob(o.repo, &o.oid, o.size, 0, o.size as u32)
             }
             _ => Err(Status::Inval),
         });
@@ -312,7 +373,12 @@ impl Backend for Router {
                     }
                     d.children.len()
                 }
-                Listing::Tree { repo, path, mtime, entries: es } => {
+                Listing::Tree {
+                    repo,
+                    path,
+                    mtime,
+                    entries: es,
+                } => {
                     for (i, e) in es.iter().enumerate().skip(start).take(max) {
                         let o = entry_handle(repo, path, e, mtime);
                         entries.push(DirEntry {
@@ -355,6 +421,14 @@ impl Backend for Router {
     fn fsstat(&self, fh: &[u8]) -> Result<FsStat, Status> {
         self.decode(fh)?;
         // The Git namespace is read-only: nothing is free to write.
-        Ok(FsStat { tbytes: 0, fbytes: 0, abytes: 0, tfiles: 0, ffiles: 0, afiles: 0, invarsec: 0 })
+        Ok(FsStat {
+            tbytes: 0,
+            fbytes: 0,
+            abytes: 0,
+            tfiles: 0,
+            ffiles: 0,
+            afiles: 0,
+            invarsec: 0,
+        })
     }
 }

@@ -13,7 +13,10 @@ pub struct ByteLru<K: Hash + Eq, V> {
 
 impl<K: Hash + Eq, V> ByteLru<K, V> {
     pub fn new(max_bytes: usize) -> Self {
-        ByteLru { inner: Mutex::new((lru::LruCache::unbounded(), 0)), max_bytes }
+        ByteLru {
+            inner: Mutex::new((lru::LruCache::unbounded(), 0)),
+            max_bytes,
+        }
     }
 
     pub fn get(&self, k: &K) -> Option<Arc<V>> {

@@ -156,6 +156,9 @@ mod tests {
         let a = child_path(ROOT_PATH, b"a");
         let b = child_path(ROOT_PATH, b"b");
         assert_ne!(child_path(a, b"x"), child_path(b, b"x"));
-        assert_eq!(child_path(a, b"x"), child_path(child_path(ROOT_PATH, b"a"), b"x"));
+        assert_eq!(
+            child_path(a, b"x"),
+            child_path(child_path(ROOT_PATH, b"a"), b"x")
+        );
     }
 }

@@ -11,6 +11,7 @@ use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::ingest::IngestParams;
 use crate::Router;
+use monofs_net::proto::{ContentMode, SourceKind};
 
 /// Requests handled at once; more get 503.
 pub const MAX_CONCURRENT: usize = 64;
@@ -22,14 +23,19 @@ pub fn serve(router: Arc<Router>, server: Arc<Server>) {
     for req in server.incoming_requests() {
         if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONCURRENT {
             busy.fetch_sub(1, Ordering::SeqCst);
-            let _ = req.respond(json_response(503, &json!({"error": "router busy, retry later"})));
+            let _ = req.respond(json_response(
+                503,
+                &json!({"error": "router busy, retry later"}),
+            ));
             continue;
         }
         let (r, b) = (router.clone(), busy.clone());
-        let spawned = std::thread::Builder::new().name("http-req".into()).spawn(move || {
-            handle(&r, req);
-            b.fetch_sub(1, Ordering::SeqCst);
-        });
+        let spawned = std::thread::Builder::new()
+            .name("http-req".into())
+            .spawn(move || {
+                handle(&r, req);
+                b.fetch_sub(1, Ordering::SeqCst);
+            });
         if spawned.is_err() {
             busy.fetch_sub(1, Ordering::SeqCst);
         }
@@ -50,24 +56,41 @@ fn handle(router: &Arc<Router>, mut req: Request) {
     let path = req.url().split('?').next().unwrap_or("").to_string();
     let resp = match (req.method(), path.as_str()) {
         (Method::Get, "/healthz") => json_response(200, &json!({"ok": true})),
-        (Method::Get, "/metrics") => Response::from_data(router.metrics.render(router.dirs.bytes()).into_bytes())
-            .with_header(header("Content-Type", "text/plain; version=0.0.4")),
+        (Method::Get, "/metrics") => {
+            Response::from_data(router.metrics.render(router.dirs.bytes()).into_bytes())
+                .with_header(header("Content-Type", "text/plain; version=0.0.4"))
+        }
         (Method::Get, "/api/repos") => match router.repos() {
             Ok(repos) => json_response(200, &Value::Array(repos.iter().map(entry_json).collect())),
             Err(e) => json_response(503, &json!({"error": e})),
         },
-        (Method::Post, "/api/ingest") => {
-            let mut body = Vec::new();
-            let read = req.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
-            match read.map_err(|e| e.to_string()).and_then(|_| parse_ingest(&body)) {
+        (Method::Get, "/api/fetchers") => {
+            json_response(200, &Value::Array(router.fetcher_status()))
+        }
+        (Method::Post, "/api/ingest") | (Method::Post, "/api/refresh") => {
+            let refresh = path == "/api/refresh";
+            let params = read_body(&mut req).and_then(|body| {
+                if refresh {
+                    let v: Value = serde_json::from_slice(&body)
+                        .map_err(|e| (400, format!("request body is not JSON: {e}")))?;
+                    let p = v.get("path").and_then(Value::as_str).unwrap_or("");
+                    router.refresh_params(p)
+                } else {
+                    parse_ingest(&body).map_err(|e| (400, e))
+                }
+            });
+            match params {
                 Ok(p) => {
                     stream_ingest(start_ingest(router.clone(), p), req.into_writer());
                     return;
                 }
-                Err(e) => json_response(400, &json!({"error": e})),
+                Err((code, e)) => json_response(code, &json!({"error": e})),
             }
         }
-        _ => json_response(404, &json!({"error": format!("no such endpoint: {} {path}", req.method())})),
+        _ => json_response(
+            404,
+            &json!({"error": format!("no such endpoint: {} {path}", req.method())}),
+        ),
     };
     let _ = req.respond(resp);
 }
@@ -83,17 +106,43 @@ pub fn entry_json(e: &monofs_net::ns::NsEntry) -> Value {
     })
 }
 
-fn parse_ingest(body: &[u8]) -> Result<IngestParams, String> {
+fn read_body(req: &mut Request) -> Result<Vec<u8>, (u16, String)> {
+    let mut body = Vec::new();
+    req.as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| (400, e.to_string()))?;
     if body.len() > MAX_BODY {
-        return Err(format!("request body over {MAX_BODY} bytes"));
+        return Err((413, format!("request body over {MAX_BODY} bytes")));
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("request body is not JSON: {e}"))?;
+    Ok(body)
+}
+
+fn parse_ingest(body: &[u8]) -> Result<IngestParams, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not JSON: {e}"))?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let url = s("url");
     if url.trim().is_empty() {
         return Err("missing \"url\"".into());
     }
-    Ok(IngestParams { url, git_ref: s("ref"), source_id: s("source_id") })
+    let kind = match s("kind").as_str() {
+        "" | "git" => SourceKind::Git,
+        "go" => SourceKind::GoModule,
+        other => return Err(format!("unknown \"kind\" '{other}' (git or go)")),
+    };
+    let content = match s("content").as_str() {
+        "" | "lazy" => ContentMode::Lazy,
+        "eager" => ContentMode::Eager,
+        other => return Err(format!("unknown \"content\" '{other}' (lazy or eager)")),
+    };
+    Ok(IngestParams {
+        kind,
+        content,
+        url,
+        git_ref: s("ref"),
+        source_id: s("source_id"),
+    })
 }
 
 /// Run the ingest on its own thread; each progress event and the result become
@@ -124,7 +173,10 @@ fn start_ingest(router: Arc<Router>, p: IngestParams) -> Receiver<Vec<u8>> {
 /// response is written raw: no length, closed when the ingest is over.
 fn stream_ingest(rx: Receiver<Vec<u8>>, mut w: Box<dyn Write + Send>) {
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
-    if w.write_all(head.as_bytes()).and_then(|_| w.flush()).is_err() {
+    if w.write_all(head.as_bytes())
+        .and_then(|_| w.flush())
+        .is_err()
+    {
         return;
     }
     for line in rx {

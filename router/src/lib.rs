@@ -8,6 +8,7 @@ pub mod cache;
 pub mod handle;
 pub mod http;
 pub mod ingest;
+pub mod lazy;
 pub mod metrics;
 pub mod namespace;
 
@@ -43,6 +44,8 @@ pub struct RouterConfig {
     pub nodes: Vec<NodeAddr>,
     pub replication: usize,
     pub fetchers: Vec<String>,
+    /// Refresh every Git repository this often (run it on one router only).
+    pub refresh_interval: Option<Duration>,
 }
 
 pub struct Router {
@@ -53,6 +56,7 @@ pub struct Router {
     ns_write: Mutex<()>,
     pub(crate) dirs: ByteLru<Oid, Vec<monofs_net::dir::Entry>>,
     pub(crate) metrics: Metrics,
+    pub(crate) flights: Arc<lazy::Flights>,
 }
 
 impl Router {
@@ -64,6 +68,7 @@ impl Router {
             ns_write: Mutex::new(()),
             dirs: ByteLru::new(DIR_CACHE_BYTES),
             metrics: Metrics::default(),
+            flights: Arc::default(),
         }
     }
 
@@ -77,7 +82,8 @@ impl Router {
         if raw.is_empty() {
             return Ok((Vec::new(), raw));
         }
-        let entries = monofs_net::ns::decode(&raw).map_err(|e| format!("namespace record corrupt: {e}"))?;
+        let entries =
+            monofs_net::ns::decode(&raw).map_err(|e| format!("namespace record corrupt: {e}"))?;
         Ok((entries, raw))
     }
 
@@ -106,9 +112,14 @@ impl Router {
     pub fn publish(&self, entry: monofs_net::ns::NsEntry) -> Result<(), String> {
         let _w = self.ns_write.lock().unwrap();
         let (mut entries, _) = self.load_namespace_record()?;
-        Namespace::check_new(&entries, &entry.path).map_err(|namespace::Conflict::Nested(other)| {
-            format!("'{}' would nest with the published repository '{other}'", entry.path)
-        })?;
+        Namespace::check_new(&entries, &entry.path).map_err(
+            |namespace::Conflict::Nested(other)| {
+                format!(
+                    "'{}' would nest with the published repository '{other}'",
+                    entry.path
+                )
+            },
+        )?;
         monofs_net::ns::upsert(&mut entries, entry);
         let raw = monofs_net::ns::encode(&entries);
         if raw.len() > monofs_net::MAX_FRAME {
@@ -137,7 +148,8 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     pub fn shutdown(self) {
-        self.shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.http.unblock();
         // Wake the accept loops so they see the flag.
         let _ = std::net::TcpStream::connect_timeout(&self.nfs_addr, Duration::from_secs(1));
@@ -156,45 +168,101 @@ impl RouterHandle {
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers));
     let shutdown = Arc::new(AtomicBool::new(false));
-    let nfs = TcpListener::bind(cfg.nfs_listen).with_context(|| format!("cannot listen for NFS on {}", cfg.nfs_listen))?;
+    let nfs = TcpListener::bind(cfg.nfs_listen)
+        .with_context(|| format!("cannot listen for NFS on {}", cfg.nfs_listen))?;
     let nfs_addr = nfs.local_addr()?;
-    let ports = monofs_nfs::Ports { nfs: nfs_addr.port(), mount: nfs_addr.port() };
+    let ports = monofs_nfs::Ports {
+        nfs: nfs_addr.port(),
+        mount: nfs_addr.port(),
+    };
     let mut threads = Vec::new();
     let backend: Arc<dyn monofs_nfs::Backend> = router.clone();
     {
         let (b, s) = (backend.clone(), shutdown.clone());
-        threads.push(std::thread::Builder::new().name("nfs-accept".into()).spawn(move || {
-            if let Err(e) = monofs_nfs::serve_tcp(nfs, b, monofs_nfs::Limits::default(), ports, s) {
-                tracing::error!(error = %e, "NFS server stopped");
-            }
-        })?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("nfs-accept".into())
+                .spawn(move || {
+                    if let Err(e) =
+                        monofs_nfs::serve_tcp(nfs, b, monofs_nfs::Limits::default(), ports, s)
+                    {
+                        tracing::error!(error = %e, "NFS server stopped");
+                    }
+                })?,
+        );
     }
     if let Some(pm) = cfg.portmap_port {
         let addr = SocketAddr::new(cfg.nfs_listen.ip(), pm);
-        let tcp = TcpListener::bind(addr).with_context(|| format!("cannot listen for PORTMAP on {addr} (port 111 needs root or CAP_NET_BIND_SERVICE)"))?;
-        let udp = UdpSocket::bind(addr).with_context(|| format!("cannot bind PORTMAP UDP on {addr}"))?;
+        let tcp = TcpListener::bind(addr).with_context(|| {
+            format!(
+                "cannot listen for PORTMAP on {addr} (port 111 needs root or CAP_NET_BIND_SERVICE)"
+            )
+        })?;
+        let udp =
+            UdpSocket::bind(addr).with_context(|| format!("cannot bind PORTMAP UDP on {addr}"))?;
         let (b, s) = (backend.clone(), shutdown.clone());
-        threads.push(std::thread::Builder::new().name("portmap-tcp".into()).spawn(move || {
-            if let Err(e) = monofs_nfs::serve_tcp(tcp, b, monofs_nfs::Limits::default(), ports, s) {
-                tracing::error!(error = %e, "PORTMAP TCP server stopped");
-            }
-        })?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("portmap-tcp".into())
+                .spawn(move || {
+                    if let Err(e) =
+                        monofs_nfs::serve_tcp(tcp, b, monofs_nfs::Limits::default(), ports, s)
+                    {
+                        tracing::error!(error = %e, "PORTMAP TCP server stopped");
+                    }
+                })?,
+        );
         let s = shutdown.clone();
-        threads.push(std::thread::Builder::new().name("portmap-udp".into()).spawn(move || {
-            if let Err(e) = monofs_nfs::serve_portmap_udp(udp, ports, s) {
-                tracing::error!(error = %e, "PORTMAP UDP server stopped");
-            }
-        })?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("portmap-udp".into())
+                .spawn(move || {
+                    if let Err(e) = monofs_nfs::serve_portmap_udp(udp, ports, s) {
+                        tracing::error!(error = %e, "PORTMAP UDP server stopped");
+                    }
+                })?,
+        );
     }
     let http = Arc::new(
         tiny_http::Server::http(cfg.http_listen)
             .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {}: {e}", cfg.http_listen))?,
     );
-    let http_addr = http.server_addr().to_ip().context("HTTP server has no IP address")?;
+    let http_addr = http
+        .server_addr()
+        .to_ip()
+        .context("HTTP server has no IP address")?;
     {
         let (r, h) = (router.clone(), http.clone());
-        threads.push(std::thread::Builder::new().name("http".into()).spawn(move || http::serve(r, h))?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("http".into())
+                .spawn(move || http::serve(r, h))?,
+        );
+    }
+    if let Some(every) = cfg.refresh_interval {
+        let (r, s) = (router.clone(), shutdown.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("refresh".into())
+                .spawn(move || {
+                    let mut next = Instant::now() + every;
+                    while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                        if Instant::now() >= next {
+                            r.refresh_all();
+                            next = Instant::now() + every;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                })?,
+        );
     }
     tracing::info!(nfs = %nfs_addr, http = %http_addr, "router listening");
-    Ok(RouterHandle { router, nfs_addr, http_addr, shutdown, threads, http })
+    Ok(RouterHandle {
+        router,
+        nfs_addr,
+        http_addr,
+        shutdown,
+        threads,
+        http,
+    })
 }

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub errors: AtomicU64,
     pub dir_cache_hits: AtomicU64,
     pub dir_cache_misses: AtomicU64,
+    pub lazy_fetches: AtomicU64,
     pub ingests_ok: AtomicU64,
     pub ingests_failed: AtomicU64,
 }
@@ -32,21 +33,76 @@ impl Metrics {
             ("readdir", &self.readdir),
             ("readlink", &self.readlink),
         ];
-        s.push_str("# HELP monofs_router_nfs_ops_total NFS operations served by the router backend.\n");
+        s.push_str(
+            "# HELP monofs_router_nfs_ops_total NFS operations served by the router backend.\n",
+        );
         s.push_str("# TYPE monofs_router_nfs_ops_total counter\n");
         for (name, c) in ops {
-            let _ = writeln!(s, "monofs_router_nfs_ops_total{{op=\"{name}\"}} {}", c.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "monofs_router_nfs_ops_total{{op=\"{name}\"}} {}",
+                c.load(Relaxed)
+            );
         }
         let one = |s: &mut String, name: &str, kind: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
-        one(&mut s, "monofs_router_read_bytes_total", "counter", "Bytes returned by READ.", self.read_bytes.load(Relaxed));
-        one(&mut s, "monofs_router_nfs_errors_total", "counter", "NFS operations answered with an error other than NOENT.", self.errors.load(Relaxed));
-        one(&mut s, "monofs_router_dir_cache_hits_total", "counter", "Directory records served from the router cache.", self.dir_cache_hits.load(Relaxed));
-        one(&mut s, "monofs_router_dir_cache_misses_total", "counter", "Directory records fetched from nodes.", self.dir_cache_misses.load(Relaxed));
-        one(&mut s, "monofs_router_dir_cache_bytes", "gauge", "Bytes held by the directory cache.", dir_cache_bytes as u64);
-        one(&mut s, "monofs_router_ingests_total", "counter", "Ingests published.", self.ingests_ok.load(Relaxed));
-        one(&mut s, "monofs_router_ingests_failed_total", "counter", "Ingests that failed.", self.ingests_failed.load(Relaxed));
+        one(
+            &mut s,
+            "monofs_router_read_bytes_total",
+            "counter",
+            "Bytes returned by READ.",
+            self.read_bytes.load(Relaxed),
+        );
+        one(
+            &mut s,
+            "monofs_router_nfs_errors_total",
+            "counter",
+            "NFS operations answered with an error other than NOENT.",
+            self.errors.load(Relaxed),
+        );
+        one(
+            &mut s,
+            "monofs_router_dir_cache_hits_total",
+            "counter",
+            "Directory records served from the router cache.",
+            self.dir_cache_hits.load(Relaxed),
+        );
+        one(
+            &mut s,
+            "monofs_router_dir_cache_misses_total",
+            "counter",
+            "Directory records fetched from nodes.",
+            self.dir_cache_misses.load(Relaxed),
+        );
+        one(
+            &mut s,
+            "monofs_router_dir_cache_bytes",
+            "gauge",
+            "Bytes held by the directory cache.",
+            dir_cache_bytes as u64,
+        );
+        one(
+            &mut s,
+            "monofs_router_lazy_fetches_total",
+            "counter",
+            "READs that asked a fetcher for content no node had yet.",
+            self.lazy_fetches.load(Relaxed),
+        );
+        one(
+            &mut s,
+            "monofs_router_ingests_total",
+            "counter",
+            "Ingests published.",
+            self.ingests_ok.load(Relaxed),
+        );
+        one(
+            &mut s,
+            "monofs_router_ingests_failed_total",
+            "counter",
+            "Ingests that failed.",
+            self.ingests_failed.load(Relaxed),
+        );
         s
     }
 }

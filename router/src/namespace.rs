@@ -42,14 +42,23 @@ impl Namespace {
         let mut children: HashMap<u64, BTreeMap<Vec<u8>, u64>> = HashMap::new();
         dirs.insert(
             ROOT_PATH,
-            NsDir { path: String::new(), parent: ROOT_PATH, children: vec![], repo: None, mtime: 0 },
+            NsDir {
+                path: String::new(),
+                parent: ROOT_PATH,
+                children: vec![],
+                repo: None,
+                mtime: 0,
+            },
         );
         for (i, r) in repos.iter().enumerate() {
             let mut cur = ROOT_PATH;
             let mut path = String::new();
             for comp in r.path.split('/') {
                 let next = child_path(cur, comp.as_bytes());
-                children.entry(cur).or_default().insert(comp.as_bytes().to_vec(), next);
+                children
+                    .entry(cur)
+                    .or_default()
+                    .insert(comp.as_bytes().to_vec(), next);
                 if !path.is_empty() {
                     path.push('/');
                 }
@@ -65,8 +74,7 @@ impl Namespace {
                 d.mtime = d.mtime.max(r.commit_time);
                 cur = next;
             }
-            dirs.get_mut(&ROOT_PATH).unwrap().mtime =
-                dirs[&ROOT_PATH].mtime.max(r.commit_time);
+            dirs.get_mut(&ROOT_PATH).unwrap().mtime = dirs[&ROOT_PATH].mtime.max(r.commit_time);
             dirs.get_mut(&cur).unwrap().repo = Some(i);
         }
         for (h, c) in children {
@@ -76,7 +84,11 @@ impl Namespace {
                 d.children = c.into_iter().collect();
             }
         }
-        Namespace { repos, dirs, generation: xxh3_64(raw) }
+        Namespace {
+            repos,
+            dirs,
+            generation: xxh3_64(raw),
+        }
     }
 
     /// Whether `path` can be published beside the existing repositories.
@@ -85,7 +97,8 @@ impl Namespace {
             if r.path == path {
                 continue;
             }
-            let inside = |a: &str, b: &str| a.starts_with(b) && a.as_bytes().get(b.len()) == Some(&b'/');
+            let inside =
+                |a: &str, b: &str| a.starts_with(b) && a.as_bytes().get(b.len()) == Some(&b'/');
             if inside(path, &r.path) || inside(&r.path, path) {
                 return Err(Conflict::Nested(r.path.clone()));
             }
@@ -95,7 +108,10 @@ impl Namespace {
 
     pub fn lookup(&self, dir: u64, name: &[u8]) -> Option<u64> {
         let d = self.dirs.get(&dir)?;
-        d.children.binary_search_by(|(n, _)| n.as_slice().cmp(name)).ok().map(|i| d.children[i].1)
+        d.children
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .ok()
+            .map(|i| d.children[i].1)
     }
 }
 
@@ -117,7 +133,14 @@ mod tests {
 
     #[test]
     fn builds_dirs() {
-        let ns = Namespace::build(vec![e("github.com/a/x", 5), e("github.com/b/y", 9), e("local/z", 1)], b"r");
+        let ns = Namespace::build(
+            vec![
+                e("github.com/a/x", 5),
+                e("github.com/b/y", 9),
+                e("local/z", 1),
+            ],
+            b"r",
+        );
         let gh = ns.lookup(ROOT_PATH, b"github.com").unwrap();
         assert_eq!(ns.dirs[&gh].children.len(), 2);
         assert_eq!(ns.dirs[&gh].mtime, 9);

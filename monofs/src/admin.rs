@@ -1,0 +1,134 @@
+//! `monofs admin …`: operate a running cluster through its router's HTTP API.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::exit;
+
+#[derive(clap::Subcommand)]
+pub enum AdminCmd {
+    /// List the published repositories and Go modules.
+    Repos(Common),
+    /// Move a repository to the newest commit of its ref (unchanged subtrees are
+    /// not sent again; clients see the new tree on their next lookup).
+    Refresh {
+        /// Namespace path of the repository, e.g. /github.com/org/repo.
+        #[arg(long)]
+        storage_id: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Each fetcher's health, cache size, hit rate and fetches in flight.
+    Fetchers(Common),
+}
+
+#[derive(clap::Args)]
+pub struct Common {
+    /// Router HTTP API.
+    #[arg(long, env = "MONOFS_ROUTER", default_value = "http://127.0.0.1:20480")]
+    router: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn get(c: &Common, path: &str) -> Result<Value, ExitCode> {
+    let url = format!("{}{path}", c.router.trim_end_matches('/'));
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .build();
+    match agent.get(&url).call() {
+        Ok(r) => r.into_json().map_err(|e| {
+            eprintln!("monofs: bad answer from {url}: {e}");
+            ExitCode::from(exit::FAILURE)
+        }),
+        Err(ureq::Error::Status(code, r)) => {
+            let body: Value = r.into_json().unwrap_or(Value::Null);
+            eprintln!(
+                "monofs: {url}: {code} {}",
+                body["error"].as_str().unwrap_or("")
+            );
+            Err(ExitCode::from(exit::FAILURE))
+        }
+        Err(e) => {
+            eprintln!("monofs: cannot reach the router at {}: {e}", c.router);
+            Err(ExitCode::from(exit::UNREACHABLE))
+        }
+    }
+}
+
+fn num(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
+    Ok(match cmd {
+        AdminCmd::Repos(c) => match get(&c, "/api/repos") {
+            Err(code) => code,
+            Ok(v) if c.json => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Ok(v) => {
+                for r in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}  {}  {}",
+                        r["path"].as_str().unwrap_or("?"),
+                        r["commit"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
+                        r["ref"].as_str().unwrap_or(""),
+                        r["url"].as_str().unwrap_or("")
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+        },
+        AdminCmd::Refresh { storage_id, c } => {
+            let body = json!({"path": storage_id});
+            crate::ingest_cmd::follow(&c.router, "/api/refresh", body, &storage_id, c.json)?
+        }
+        AdminCmd::Fetchers(c) => match get(&c, "/api/fetchers") {
+            Err(code) => code,
+            Ok(v) if c.json => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Ok(v) => {
+                let mut all_healthy = true;
+                println!(
+                    "{:<24} {:<8} {:>12} {:>9} {:>9} {:>10}",
+                    "FETCHER", "HEALTH", "CACHE", "HIT RATE", "IN FLIGHT", "PREFETCH"
+                );
+                for f in v.as_array().into_iter().flatten() {
+                    let healthy = f["healthy"].as_bool().unwrap_or(false);
+                    all_healthy &= healthy;
+                    if !healthy {
+                        println!(
+                            "{:<24} {:<8} {}",
+                            f["addr"].as_str().unwrap_or("?"),
+                            "DOWN",
+                            f["error"].as_str().unwrap_or("")
+                        );
+                        continue;
+                    }
+                    println!(
+                        "{:<24} {:<8} {:>12} {:>8.1}% {:>9} {:>10}",
+                        f["addr"].as_str().unwrap_or("?"),
+                        "ok",
+                        indicatif::HumanBytes(num(f, "cache_bytes")).to_string(),
+                        f["hit_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                        num(f, "inflight_fetches"),
+                        num(f, "prefetch_queued"),
+                    );
+                }
+                if all_healthy {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(exit::UNREACHABLE)
+                }
+            }
+        },
+    })
+}

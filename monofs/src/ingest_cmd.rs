@@ -104,6 +104,7 @@ pub fn follow(
     };
     let started = Instant::now();
     let mut last_plain = Instant::now() - Duration::from_secs(10);
+    let mut last_phase = String::new();
     for line in BufReader::new(resp.into_reader()).lines() {
         if started.elapsed() > INGEST_TIMEOUT {
             anyhow::bail!("ingest still running after {INGEST_TIMEOUT:?}; giving up waiting");
@@ -151,8 +152,10 @@ pub fn follow(
         );
         match &bar {
             Some(b) => b.set_message(msg),
-            None if last_plain.elapsed() >= Duration::from_secs(1) => {
+            // Piped: a line per phase change, and at most one a second within a phase.
+            None if phase != last_phase || last_plain.elapsed() >= Duration::from_secs(1) => {
                 last_plain = Instant::now();
+                last_phase = phase.to_string();
                 eprintln!("[{secs:.1}s] {msg}");
             }
             None => {}

@@ -170,19 +170,20 @@ fn start_ingest(router: Arc<Router>, p: IngestParams) -> Receiver<Vec<u8>> {
 
 /// Write the progress lines as they come. tiny_http's chunked encoder holds
 /// back 8 KiB before sending, which would hide progress until the end, so the
-/// response is written raw: no length, closed when the ingest is over.
+/// response is written raw, one chunk per line, ended by the zero chunk.
 fn stream_ingest(rx: Receiver<Vec<u8>>, mut w: Box<dyn Write + Send>) {
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
-    if w.write_all(head.as_bytes())
-        .and_then(|_| w.flush())
-        .is_err()
-    {
-        return;
-    }
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut ok = w.write_all(head.as_bytes()).and_then(|_| w.flush()).is_ok();
     for line in rx {
-        if w.write_all(&line).and_then(|_| w.flush()).is_err() {
-            // The client left; the ingest itself runs to completion.
-            return;
-        }
+        // The client may leave; the ingest itself runs to completion anyway.
+        ok = ok
+            && write!(w, "{:x}\r\n", line.len())
+                .and_then(|_| w.write_all(&line))
+                .and_then(|_| w.write_all(b"\r\n"))
+                .and_then(|_| w.flush())
+                .is_ok();
+    }
+    if ok {
+        let _ = w.write_all(b"0\r\n\r\n").and_then(|_| w.flush());
     }
 }

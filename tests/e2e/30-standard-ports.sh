@@ -6,6 +6,18 @@
 #     mount.nfs falls back to v3 and the mount shows vers=3 in /proc/mounts
 # Needs root (ports < 1024) and free ports 111 and 2049 on the host: skipped (exit 0) when
 # not root; fails when something else (rpcbind, a kernel nfsd) holds 111 or 2049.
+#
+# As root with unshare(1), the script re-runs itself in a private network namespace (its
+# own loopback; QEMU user networking maps the guest's 10.0.2.2 to that loopback), so a
+# host rpcbind/nfs-ganesha/knfsd (the rpcbind and nfs-ganesha packages .ci/run installs
+# may be started by systemd) or another test cannot hold 111/2049. MONOFS_E2E_NO_NETNS=1
+# runs it in the host's network namespace instead.
+if [ "$(id -u)" = 0 ] && [ -z "${MONOFS_E2E_IN_NETNS:-}" ] && [ "${MONOFS_E2E_NO_NETNS:-0}" != 1 ] \
+    && command -v unshare >/dev/null && command -v ip >/dev/null \
+    && unshare -n true 2>/dev/null; then
+    echo "e2e: running in a private network namespace (unshare -n)" >&2
+    exec unshare -n env MONOFS_E2E_IN_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
+fi
 . "$(dirname "$0")/../lib/common.sh"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }

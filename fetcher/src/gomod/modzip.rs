@@ -80,12 +80,12 @@ impl Collisions {
     fn check(&mut self, path: &str, is_dir: bool) -> Result<(), String> {
         let folded = path.to_lowercase();
         match self.0.get(&folded) {
-            Some((true, _)) if is_dir => Ok(()),
-            Some((_, other)) => Err(if other == path {
-                format!("'{path}' appears twice")
-            } else {
-                format!("'{path}' and '{other}' differ only in case")
-            }),
+            Some((_, other)) if other != path => {
+                Err(format!("'{path}' and '{other}' differ only in case"))
+            }
+            Some((d, _)) if *d != is_dir => Err(format!("'{path}' is both a file and a directory")),
+            Some((false, _)) => Err(format!("'{path}' appears twice")),
+            Some((true, _)) => Ok(()),
             None => {
                 self.0.insert(folded, (is_dir, path.to_string()));
                 Ok(())
@@ -218,6 +218,7 @@ mod tests {
         c.check("a", true).unwrap();
         c.check("a", true).unwrap();
         c.check("a/b", false).unwrap();
+        assert!(c.check("A", true).is_err());
         assert!(c.check("A/b", false).is_err());
         assert!(c.check("a", false).is_err());
         assert!(c.check("a/b", false).is_err());

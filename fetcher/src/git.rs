@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::url::redact;
 use crate::IngestError;
 
-/// Wall-clock limit of one `git fetch`; the child is killed past it.
+/// Default wall-clock limit of one `git fetch` (`FetcherConfig::fetch_timeout`);
+/// the child is killed past it.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 /// Wall-clock limit of the short local git commands (init, rev-parse, update-ref).
 pub const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -215,6 +216,7 @@ pub(crate) fn fetch(
     url: &str,
     git_ref: &str,
     pin: &str,
+    timeout: Duration,
 ) -> Result<Fetched, IngestError> {
     let shown = redact(url);
     init_cache(repo, &shown)?;
@@ -237,7 +239,7 @@ pub(crate) fn fetch(
     ])
     .arg(url)
     .arg(format!("+{src}:{tmp}"));
-    let o = run(c, FETCH_TIMEOUT, &shown)?;
+    let o = run(c, timeout, &shown)?;
     if !o.status.success() {
         let msg = first_error_line(&o.stderr);
         let lc = o.stderr.to_ascii_lowercase();
@@ -293,6 +295,31 @@ pub(crate) fn fetch(
     c.args(["update-ref", "-d", &tmp]);
     let _ = run(c, LOCAL_TIMEOUT, &shown);
     result
+}
+
+/// Fetch every branch and tag of `url` into `repo` (under `refs/monofs/heads/`
+/// and `refs/monofs/tags/`): how an object is found again after its cache was
+/// evicted, since a FETCH_BLOB does not name the ref it came from.
+pub(crate) fn fetch_default_refs(repo: &Path, url: &str, timeout: Duration) -> Result<(), IngestError> {
+    let shown = redact(url);
+    init_cache(repo, &shown)?;
+    let mut c = git(Some(repo));
+    c.args([
+        "fetch",
+        "--no-tags",
+        "--quiet",
+        "--no-write-fetch-head",
+        "--no-recurse-submodules",
+        "--end-of-options",
+    ])
+    .arg(url)
+    .arg("+refs/heads/*:refs/monofs/heads/*")
+    .arg("+refs/tags/*:refs/monofs/tags/*");
+    let o = run(c, timeout, &shown)?;
+    if !o.status.success() {
+        return Err(IngestError::Fetch { url: shown, message: first_error_line(&o.stderr) });
+    }
+    Ok(())
 }
 
 /// The branch the remote's HEAD points at (`main`), if the remote says.

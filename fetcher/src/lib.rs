@@ -2,30 +2,36 @@
 //! `git` CLI, reads the fetched commit with gix, and stores its trees (as
 //! directory records) and blobs (as 1 MiB chunks) on the owning nodes.
 //!
-//! It serves one request over the net protocol, INGEST, answering with
-//! PROGRESS frames and finally INGEST_DONE (an encoded `NsEntry`) or ERROR.
-//! Nothing is published here: the router adds the returned entry to the
-//! namespace only after INGEST_DONE, that is after every record is acknowledged.
+//! It serves three requests over the net protocol:
+//! - INGEST, answered with PROGRESS frames and finally INGEST_DONE (the encoded
+//!   namespace entries) or ERROR. Nothing is published here: the router adds
+//!   the entries to the namespace only after INGEST_DONE, that is after every
+//!   directory record (and, for `ContentMode::Eager`, every blob) is
+//!   acknowledged. A lazy ingest then queues its blobs for background prefetch.
+//! - FETCH_BLOB, answered OK once the asked chunks of a blob are stored on its
+//!   owners (fetching the repository again if its cache was evicted).
+//! - STATUS, answered with DATA holding a JSON object (see `service.rs`).
 
+mod cache;
 mod git;
+pub mod gomod;
+mod prefetch;
+mod service;
 mod url;
 mod walk;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use monofs_net::client::{Cluster, NetError};
+use monofs_net::client::NetError;
 use monofs_net::ns::NsEntry;
-use monofs_net::oid_from_hex;
-use monofs_net::proto::{frame, frame_len, IngestRequest, Request, Response, MAX_STRING};
-use xxhash_rust::xxh3::xxh3_64;
+use monofs_net::proto::{frame, frame_len, IngestRequest, Request, Response, SourceKind, MAX_STRING};
 
 pub use url::{redact, validate_ns_path};
 pub use walk::{BIG_BLOB, MAX_BATCH_BYTES};
@@ -33,7 +39,17 @@ pub use walk::{BIG_BLOB, MAX_BATCH_BYTES};
 /// Ingests running at once; a further INGEST is answered `ERROR busy`.
 pub const MAX_CONCURRENT_INGESTS: usize = 4;
 /// Open connections at once; further connections get `ERROR busy` and are closed.
-pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = 128;
+pub use service::{FETCH_BLOB_SLOT_WAIT, MAX_CONCURRENT_FETCH_BLOBS};
+pub use prefetch::MAX_PREFETCH_JOBS;
+/// Default `FetcherConfig::max_cache_bytes`: 50 GiB.
+pub const DEFAULT_MAX_CACHE_BYTES: u64 = 50 << 30;
+/// Default `FetcherConfig::cache_age`: a cache entry unused this long is evicted.
+pub const DEFAULT_CACHE_AGE: Duration = Duration::from_secs(2 * 3600);
+/// Default `FetcherConfig::prefetch_workers`.
+pub const DEFAULT_PREFETCH_WORKERS: usize = 4;
+/// Default `FetcherConfig::fetch_timeout`: wall clock of one `git fetch`.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = git::FETCH_TIMEOUT;
 /// A connection idle this long between requests is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Writing one response frame may take this long before the connection is dropped.
@@ -77,134 +93,58 @@ pub fn namespace_path(url: &str, source_id: &str) -> Result<String, IngestError>
 /// Fetch `req.url` at `req.git_ref` into `cache_dir`, store its trees and blobs
 /// on `req.nodes`, and return the namespace entry to publish. `progress` gets
 /// `(phase, objects, bytes)` at most about ten times a second; phases are
-/// `fetching`, `storing`, `stored`.
+/// `fetching`, `blobs` (eager only), `trees`, `done`. Trees already stored are
+/// skipped with everything under them.
 pub fn ingest(
     cache_dir: &Path,
     req: &IngestRequest,
     progress: &mut dyn FnMut(&str, u64, u64),
-) -> Result<NsEntry, IngestError> {
-    let ns_path = namespace_path(&req.url, &req.source_id)?;
-    if !req.git_ref.is_empty() {
-        git::check_ref(&req.git_ref)?;
+) -> Result<Vec<NsEntry>, IngestError> {
+    if req.kind == SourceKind::GoModule {
+        // No server, so no configured proxy: `gomod::ingest` takes one.
+        return gomod::ingest(cache_dir, &gomod::GoModOptions::default(), req, progress);
     }
-    if req.nodes.is_empty() {
-        return Err(IngestError::BadRequest("no storage nodes given".into()));
-    }
-    let fetch_url = url::fetch_url(&req.url)?;
-    let repos = cache_dir.join("repos");
-    std::fs::create_dir_all(&repos).map_err(|e| IngestError::Cache {
-        path: repos.clone(),
-        source: e,
-    })?;
-    let repo_dir = repos.join(format!("{:016x}.git", xxh3_64(fetch_url.as_bytes())));
-    let pin = format!("{:016x}", xxh3_64(req.git_ref.as_bytes()));
-
-    // 1. Fetch, in a helper thread so this one can keep the client informed.
-    let mut p = walk::Progress::new(progress);
-    p.force("fetching", 0, 0);
-    let started = Instant::now();
-    let (fetched, head_name) = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            // One fetch per cache repository at a time: a second ingest of the same
-            // URL waits and then finds the objects already there.
-            let lock = repo_lock(&repo_dir);
-            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-            let f = git::fetch(&repo_dir, &fetch_url, &req.git_ref, &pin)?;
-            drop(guard);
-            let head = if req.git_ref.is_empty() {
-                git::remote_head_branch(&fetch_url)
-            } else {
-                None
-            };
-            Ok::<_, IngestError>((f, head))
-        });
-        let mut last = Instant::now();
-        while !h.is_finished() {
-            std::thread::sleep(Duration::from_millis(20));
-            if last.elapsed() >= FETCH_HEARTBEAT {
-                last = Instant::now();
-                p.force("fetching", 0, 0);
-            }
-        }
-        h.join()
-            .unwrap_or_else(|_| Err(IngestError::BadContent("the fetch thread panicked".into())))
-    })?;
-    tracing::info!(url = %redact(&req.url), commit = %fetched.commit, secs = started.elapsed().as_secs_f64(), "fetched");
-
-    // 2. Read the commit with gix.
-    let repo = gix::open_opts(&fetched.repo, gix::open::Options::isolated()).map_err(|e| {
-        IngestError::BadContent(format!(
-            "cannot open the fetch cache {}: {e}",
-            fetched.repo.display()
-        ))
-    })?;
-    let commit = oid_from_hex(&fetched.commit).expect("git returned a full sha");
-    let (root_tree, commit_time) = {
-        let obj = repo
-            .find_object(gix::ObjectId::from_bytes_or_panic(&commit))
-            .map_err(|e| {
-                IngestError::BadContent(format!("commit {} cannot be read: {e}", fetched.commit))
-            })?;
-        if obj.kind != gix::object::Kind::Commit {
-            return Err(IngestError::BadContent(format!(
-                "{} is not a commit",
-                fetched.commit
-            )));
-        }
-        walk::parse_commit(&obj.data).ok_or_else(|| {
-            IngestError::BadContent(format!("commit {} is malformed", fetched.commit))
-        })?
-    };
-
-    // 3. Store trees and blobs, root last.
-    let cluster = Cluster::new(req.nodes.clone(), req.replication as usize);
-    p.force("storing", 0, 0);
-    let stored = walk::Walker::new(repo, &fetched.repo, cluster, &mut p).store(root_tree)?;
-    tracing::info!(
-        url = %redact(&req.url),
-        objects = stored.objects,
-        bytes = stored.bytes,
-        secs = started.elapsed().as_secs_f64(),
-        "stored"
-    );
-
-    let git_ref = if req.git_ref.is_empty() {
-        head_name.unwrap_or_else(|| "HEAD".to_string())
-    } else {
-        req.git_ref.clone()
-    };
-    Ok(NsEntry {
-        path: ns_path,
-        url: req.url.clone(),
-        git_ref,
-        commit,
-        root_tree,
-        commit_time,
-        root_subdirs: stored.root_subdirs,
-    })
-}
-
-/// The lock serialising fetches into one cache repository.
-fn repo_lock(repo: &Path) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    // Forget locks nobody holds, so the map stays as small as the set of active fetches.
-    locks.retain(|_, l| Arc::strong_count(l) > 1);
-    locks.entry(repo.to_path_buf()).or_default().clone()
+    // Without a server there is no prefetcher: a lazy ingest through this
+    // function stores the trees only, and blobs come by FETCH_BLOB.
+    let cache = cache::Cache::open(cache_dir, DEFAULT_MAX_CACHE_BYTES, DEFAULT_CACHE_AGE)
+        .map_err(|e| IngestError::Cache { path: cache_dir.to_path_buf(), source: e })?;
+    service::Service::new(cache, git::FETCH_TIMEOUT, 0)
+        .ingest_git(req, progress)
+        .map(|i| vec![i.entry])
 }
 
 pub struct FetcherConfig {
     pub listen: SocketAddr,
     pub cache_dir: PathBuf,
+    /// Bound of the cache (repositories and materialized blobs); the janitor
+    /// evicts unused entries, least recently used first, beyond it.
+    pub max_cache_bytes: u64,
+    /// Cache entries unused this long are evicted.
+    pub cache_age: Duration,
+    /// Wall clock of one `git fetch`; git is killed past it and the request fails.
+    pub fetch_timeout: Duration,
+    /// Threads storing the blobs of lazy ingests in the background.
+    pub prefetch_workers: usize,
+    /// Module proxy for Go module ingests (`http(s)://…` or `file:///dir`);
+    /// None refuses them.
+    pub gomod_proxy: Option<String>,
+    /// go.sum-format file Go module ingests are checked against.
+    pub gosum_file: Option<PathBuf>,
 }
 
 impl FetcherConfig {
     /// A configuration with every tunable at its default.
     pub fn new(listen: SocketAddr, cache_dir: PathBuf) -> FetcherConfig {
-        FetcherConfig { listen, cache_dir }
+        FetcherConfig {
+            listen,
+            cache_dir,
+            max_cache_bytes: DEFAULT_MAX_CACHE_BYTES,
+            cache_age: DEFAULT_CACHE_AGE,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            prefetch_workers: DEFAULT_PREFETCH_WORKERS,
+            gomod_proxy: None,
+            gosum_file: None,
+        }
     }
 }
 
@@ -220,8 +160,9 @@ impl FetcherHandle {
         self.addr
     }
 
-    /// Stop accepting connections and wait for the accept loop to end. Ingests
-    /// already running finish on their own threads.
+    /// Stop accepting connections, the janitor and the prefetch workers (after
+    /// their current batch), and wait for the accept loop to end. Ingests and
+    /// blob fetches already running finish on their own threads.
     pub fn shutdown(self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
@@ -238,12 +179,15 @@ impl FetcherHandle {
 
 struct Shared {
     cache_dir: PathBuf,
+    gomod: gomod::GoModOptions,
+    addr: SocketAddr,
+    svc: service::Service,
     ingests: AtomicUsize,
     conns: AtomicUsize,
 }
 
 /// Decrements a counter when dropped.
-struct Slot<'a>(&'a AtomicUsize);
+pub(crate) struct Slot<'a>(pub(crate) &'a AtomicUsize);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
@@ -262,7 +206,8 @@ fn take_slot(c: &AtomicUsize, max: usize) -> Option<Slot<'_>> {
     try_inc(c, max).then_some(Slot(c))
 }
 
-/// Bind `cfg.listen` and serve INGEST requests, one thread per connection.
+/// Bind `cfg.listen` and serve INGEST, FETCH_BLOB and STATUS, one thread per
+/// connection; start the cache janitor and the prefetch workers.
 pub fn start(cfg: FetcherConfig) -> anyhow::Result<FetcherHandle> {
     std::fs::create_dir_all(&cfg.cache_dir)
         .with_context(|| format!("creating fetch cache {}", cfg.cache_dir.display()))?;
@@ -271,8 +216,20 @@ pub fn start(cfg: FetcherConfig) -> anyhow::Result<FetcherHandle> {
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
+    let cache = cache::Cache::open(&cfg.cache_dir, cfg.max_cache_bytes, cfg.cache_age)
+        .with_context(|| format!("opening fetch cache {}", cfg.cache_dir.display()))?;
+    cache.spawn_janitor(stop.clone())?;
+    let svc = service::Service::new(cache, cfg.fetch_timeout, cfg.prefetch_workers);
+    svc.prefetch.spawn_workers(cfg.prefetch_workers, stop.clone())?;
     let shared = Arc::new(Shared {
+        gomod: gomod::GoModOptions {
+            proxy: cfg.gomod_proxy,
+            gosum_file: cfg.gosum_file,
+            ..Default::default()
+        },
         cache_dir: cfg.cache_dir,
+        addr,
+        svc,
         ingests: AtomicUsize::new(0),
         conns: AtomicUsize::new(0),
     });
@@ -365,10 +322,30 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
         stream.read_exact(&mut body)?;
         let req = match Request::decode(&body) {
             Ok(Request::Ingest(req)) => req,
+            Ok(Request::FetchBlob(req)) => {
+                let resp = match shared.svc.fetch_blob(&req) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => {
+                        tracing::warn!(url = %redact(&req.url), blob = %monofs_net::oid_hex(&req.oid), error = %e, "blob fetch failed");
+                        Response::Error(error_text(e))
+                    }
+                };
+                send(stream, &resp)?;
+                continue;
+            }
+            Ok(Request::Status) => {
+                let json = shared
+                    .svc
+                    .status_json(&shared.addr.to_string(), shared.ingests.load(Ordering::SeqCst));
+                send(stream, &Response::Data(json.into_bytes()))?;
+                continue;
+            }
             Ok(_) => {
                 send(
                     stream,
-                    &Response::Error("this is a MonoFS fetcher: it serves only INGEST".into()),
+                    &Response::Error(
+                        "this is a MonoFS fetcher: it serves only INGEST, FETCH_BLOB and STATUS".into(),
+                    ),
                 )?;
                 continue;
             }
@@ -395,14 +372,24 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
                 client_gone = send(stream, &r).is_err();
             }
         };
-        let result = ingest(&shared.cache_dir, &req, &mut on_progress);
+        // Git sources go through the service (cache bounds, prefetch); other
+        // kinds through `ingest`.
+        let (result, pending) = match req.kind {
+            SourceKind::Git => match shared.svc.ingest_git(&req, &mut on_progress) {
+                Ok(i) => (Ok(vec![i.entry]), i.pending),
+                Err(e) => (Err(e), None),
+            },
+            SourceKind::GoModule => (gomod::ingest(&shared.cache_dir, &shared.gomod, &req, &mut on_progress), None),
+        };
         let resp = match result {
-            Ok(entry) => Response::IngestDone(monofs_net::ns::encode(&[entry])),
+            Ok(entries) => Response::IngestDone(monofs_net::ns::encode(&entries)),
             Err(e) => {
                 tracing::warn!(url = %redact(&req.url), error = %e, "ingest failed");
                 Response::Error(error_text(e.to_string()))
             }
         };
         send(stream, &resp)?;
+        // Lazy: the entry is answered (and published by the router); now the blobs.
+        shared.svc.enqueue(pending);
     }
 }

@@ -1,13 +1,18 @@
-//! Reading a fetched commit with gix and streaming its trees and blobs to the
-//! nodes: trees become directory records, blobs become 1 MiB chunks.
+//! Reading a fetched commit with gix and storing it on the nodes: trees become
+//! directory records, blobs become 1 MiB chunks.
+//!
+//! An ingest first *plans* top-down from the root tree: a subtree whose
+//! directory record is already on its first owner is skipped whole (see the
+//! invariant at `store_trees`), so a refresh reads and sends only the trees that
+//! changed. It then stores tree records level by level by height, leaves first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{bounded, SendTimeoutError, Sender};
-use monofs_net::client::{Cluster, NetError};
+use monofs_net::client::{Cluster, Items, NetError};
 use monofs_net::dir::{self, Entry, MODE_EXEC, MODE_FILE, MODE_SUBMODULE, MODE_SYMLINK, MODE_TREE};
 use monofs_net::{keys, oid_hex, proto, Oid, CHUNK_SIZE, MAX_BATCH_ITEMS};
 
@@ -19,111 +24,138 @@ use crate::IngestError;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Batches queued between the reader and the node writer.
 pub const PIPELINE_DEPTH: usize = 2;
-/// Blobs above this size are streamed from `git cat-file` instead of being read
-/// whole with gix.
+/// Blobs of this size and more are streamed from `git cat-file` instead of
+/// being read whole with gix (and FETCH_BLOB materializes them in the cache).
 pub const BIG_BLOB: u64 = 32 << 20;
 /// Shortest interval between two progress reports.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Deepest tree nesting accepted.
+pub const MAX_DEPTH: usize = 4096;
 
 type Item = (Vec<u8>, Vec<u8>);
 
-/// Calls the progress callback at most every PROGRESS_INTERVAL.
+/// Calls the progress callback at most every PROGRESS_INTERVAL (a phase change
+/// is always reported).
 pub(crate) struct Progress<'a> {
     f: &'a mut dyn FnMut(&str, u64, u64),
     last: Option<Instant>,
+    pub phase: &'static str,
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 impl<'a> Progress<'a> {
     pub fn new(f: &'a mut dyn FnMut(&str, u64, u64)) -> Self {
-        Progress { f, last: None }
+        Progress { f, last: None, phase: "fetching", objects: 0, bytes: 0 }
     }
 
-    pub fn tick(&mut self, phase: &str, objects: u64, bytes: u64) {
+    /// Enter `phase` with fresh counters and report it.
+    pub fn phase(&mut self, phase: &'static str) {
+        self.phase = phase;
+        self.objects = 0;
+        self.bytes = 0;
+        self.force();
+    }
+
+    pub fn tick(&mut self) {
         let now = Instant::now();
-        if self
-            .last
-            .is_none_or(|l| now.duration_since(l) >= PROGRESS_INTERVAL)
-        {
-            self.last = Some(now);
-            (self.f)(phase, objects, bytes);
+        if self.last.is_none_or(|l| now.duration_since(l) >= PROGRESS_INTERVAL) {
+            self.force();
         }
     }
 
-    /// Report regardless of the interval (phase changes, the end).
-    pub fn force(&mut self, phase: &str, objects: u64, bytes: u64) {
+    /// Report regardless of the interval.
+    pub fn force(&mut self) {
+        self.last = Some(Instant::now());
+        (self.f)(self.phase, self.objects, self.bytes);
+    }
+
+    pub fn report(&mut self, phase: &str, objects: u64, bytes: u64) {
         self.last = Some(Instant::now());
         (self.f)(phase, objects, bytes);
     }
 }
 
+enum Msg {
+    Batch(Vec<Item>),
+    /// Answered once every batch sent before it is acknowledged.
+    Barrier(Sender<()>),
+}
+
 /// Batches items and hands them, in order, to one writer thread, which writes
 /// each batch to every owner and waits for the acknowledgement before the next.
 pub(crate) struct Pipeline {
-    tx: Option<Sender<Vec<Item>>>,
+    tx: Option<Sender<Msg>>,
     writer: Option<JoinHandle<Result<(), NetError>>>,
     cur: Vec<Item>,
     cur_bytes: usize,
-    cluster: Cluster,
 }
 
 impl Pipeline {
     pub fn new(cluster: Cluster) -> Pipeline {
-        let (tx, rx) = bounded::<Vec<Item>>(PIPELINE_DEPTH);
-        let c = cluster.clone();
+        let (tx, rx) = bounded::<Msg>(PIPELINE_DEPTH);
         let writer = std::thread::Builder::new()
             .name("monofs-fetch-writer".into())
             .spawn(move || {
-                for batch in rx {
-                    c.put_batch(batch)?;
+                for m in rx {
+                    match m {
+                        Msg::Batch(b) => cluster.put_batch(b)?,
+                        Msg::Barrier(ack) => {
+                            let _ = ack.send(());
+                        }
+                    }
                 }
                 Ok(())
             })
             .expect("spawn writer thread");
-        Pipeline {
-            tx: Some(tx),
-            writer: Some(writer),
-            cur: Vec::new(),
-            cur_bytes: 0,
-            cluster,
-        }
+        Pipeline { tx: Some(tx), writer: Some(writer), cur: Vec::new(), cur_bytes: 0 }
     }
 
-    fn push(
-        &mut self,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        p: &mut Progress,
-        objects: u64,
-        bytes: u64,
-    ) -> Result<(), IngestError> {
+    pub fn push(&mut self, key: Vec<u8>, value: Vec<u8>, p: &mut Progress) -> Result<(), IngestError> {
         let sz = proto::put_item_size(&key, &value);
-        if !self.cur.is_empty()
-            && (self.cur.len() >= MAX_BATCH_ITEMS || self.cur_bytes + sz > MAX_BATCH_BYTES)
-        {
-            self.flush(p, objects, bytes)?;
+        if !self.cur.is_empty() && (self.cur.len() >= MAX_BATCH_ITEMS || self.cur_bytes + sz > MAX_BATCH_BYTES) {
+            self.flush(p)?;
         }
         self.cur.push((key, value));
         self.cur_bytes += sz;
         Ok(())
     }
 
-    fn flush(&mut self, p: &mut Progress, objects: u64, bytes: u64) -> Result<(), IngestError> {
-        if self.cur.is_empty() {
-            return Ok(());
-        }
-        let mut batch = std::mem::take(&mut self.cur);
-        self.cur_bytes = 0;
+    fn send(&mut self, mut m: Msg, p: &mut Progress) -> Result<(), IngestError> {
         let tx = self.tx.as_ref().expect("pipeline open");
         loop {
-            match tx.send_timeout(batch, Duration::from_secs(1)) {
+            match tx.send_timeout(m, Duration::from_secs(1)) {
                 Ok(()) => return Ok(()),
                 // Nodes are slow: keep the client informed while waiting.
                 Err(SendTimeoutError::Timeout(b)) => {
-                    batch = b;
-                    p.force("storing", objects, bytes);
+                    m = b;
+                    p.force();
                 }
                 // The writer stopped: it failed; report its error.
                 Err(SendTimeoutError::Disconnected(_)) => return Err(self.join_writer()),
+            }
+        }
+    }
+
+    fn flush(&mut self, p: &mut Progress) -> Result<(), IngestError> {
+        if self.cur.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.cur);
+        self.cur_bytes = 0;
+        self.send(Msg::Batch(batch), p)
+    }
+
+    /// Flush and wait until every item pushed so far is acknowledged by all its owners.
+    pub fn barrier(&mut self, p: &mut Progress) -> Result<(), IngestError> {
+        self.flush(p)?;
+        let (ack_tx, ack_rx) = bounded(1);
+        self.send(Msg::Barrier(ack_tx), p)?;
+        loop {
+            match ack_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(()) => return Ok(()),
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => p.tick(),
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return Err(self.join_writer()),
             }
         }
     }
@@ -135,38 +167,6 @@ impl Pipeline {
             Some(Err(_)) => IngestError::BadContent("the node writer thread panicked".into()),
             _ => IngestError::BadContent("the node writer stopped unexpectedly".into()),
         }
-    }
-
-    /// Flush, wait for every batch to be acknowledged, then write `last` alone.
-    pub fn finish(
-        mut self,
-        last: Item,
-        p: &mut Progress,
-        objects: u64,
-        bytes: u64,
-    ) -> Result<(), IngestError> {
-        self.flush(p, objects, bytes)?;
-        self.tx = None;
-        let writer = self.writer.take().expect("writer");
-        loop {
-            if writer.is_finished() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            p.tick("storing", objects, bytes);
-        }
-        match writer.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(IngestError::NodeWrite(e)),
-            Err(_) => {
-                return Err(IngestError::BadContent(
-                    "the node writer thread panicked".into(),
-                ))
-            }
-        }
-        self.cluster
-            .put_batch(vec![last])
-            .map_err(IngestError::NodeWrite)
     }
 }
 
@@ -273,176 +273,206 @@ fn check_name(name: &[u8], path: &str) -> Result<(), IngestError> {
     Ok(())
 }
 
+pub(crate) fn gix_oid(oid: &Oid) -> gix::ObjectId {
+    gix::ObjectId::from_bytes_or_panic(oid)
+}
+
+/// Is `key` on the first of its owners? (Only the first is asked: a record is
+/// written to all owners in one PUT_BATCH round, and re-replication after a
+/// node change is not the fetcher's business.)
+pub(crate) fn present(cluster: &Cluster, key: &[u8]) -> Result<bool, NetError> {
+    let owner = cluster.owners(key)[0];
+    Ok(cluster.client(owner)?.stat(key)?.is_some())
+}
+
+/// Is the blob stored? Chunk 0 is asked and, for a blob of several chunks, the
+/// last one too, so a blob of which a FETCH_BLOB stored only the first chunks
+/// is not taken as complete. (Any chunk still missing is fetched on first read.)
+pub(crate) fn blob_present(cluster: &Cluster, oid: &Oid, size: u64) -> Result<bool, NetError> {
+    let n = keys::chunk_count(size);
+    if n == 0 {
+        return Ok(true);
+    }
+    if !present(cluster, &keys::blob_chunk(oid, 0))? {
+        return Ok(false);
+    }
+    Ok(n == 1 || present(cluster, &keys::blob_chunk(oid, (n - 1) as u32))?)
+}
+
+/// Read blob `oid` of `size` bytes and hand its chunks, in order, to `emit`.
+/// Blobs below BIG_BLOB are read whole with gix; bigger ones are streamed from
+/// `git cat-file` so they never sit in memory whole.
+pub(crate) fn read_blob(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    oid: &Oid,
+    size: u64,
+    emit: &mut dyn FnMut(u32, Vec<u8>) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    let hex = oid_hex(oid);
+    let unreadable = |e: &dyn std::fmt::Display| IngestError::BadContent(format!("blob {hex} cannot be read: {e}"));
+    if size < BIG_BLOB {
+        let obj = repo.find_object(gix_oid(oid)).map_err(|e| unreadable(&e))?;
+        if obj.kind != gix::object::Kind::Blob {
+            return Err(IngestError::BadContent(format!("object {hex} is not a blob")));
+        }
+        if obj.data.len() as u64 != size {
+            return Err(unreadable(&"its size differs from its header"));
+        }
+        for (i, c) in obj.data.chunks(CHUNK_SIZE).enumerate() {
+            emit(i as u32, c.to_vec())?;
+        }
+        return Ok(());
+    }
+    // At 1 MiB/s a blob may take this long, plus a fixed allowance.
+    let timeout = Duration::from_secs(600 + size / (1 << 20));
+    let mut stream = BlobStream::open(repo_path, &hex, timeout)?;
+    let mut total = 0u64;
+    let mut i = 0u32;
+    loop {
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let n = stream.read_chunk(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        total += n as u64;
+        if total > size {
+            return Err(unreadable(&"longer than its header says"));
+        }
+        emit(i, buf)?;
+        i += 1;
+        if n < CHUNK_SIZE {
+            break;
+        }
+    }
+    stream.finish()?;
+    if total != size {
+        return Err(unreadable(&format!("git returned {total} bytes, its header says {size}")));
+    }
+    Ok(())
+}
+
+/// A blob named by a tree that was planned (not skipped).
+#[derive(Clone, Debug)]
+pub(crate) struct BlobRef {
+    pub oid: Oid,
+    pub size: u64,
+    /// Number of path components of its first path (`README` is 1).
+    pub depth: u16,
+    /// Index of the directory it was first found in, within this plan.
+    pub dir: u32,
+}
+
+/// What an ingest must store.
+pub(crate) struct Plan {
+    /// Directory records to write, by height: `levels[0]` are trees without
+    /// planned subtrees, the root is alone in the last level.
+    pub levels: Vec<Vec<Item>>,
+    /// Blobs of the planned trees, each once, in walk order.
+    pub blobs: Vec<BlobRef>,
+    pub root_subdirs: u64,
+    /// Trees found already stored (their whole subtree was skipped).
+    pub trees_skipped: u64,
+    /// Directories numbered in `BlobRef::dir`.
+    pub dirs: u32,
+}
+
 struct Frame {
     oid: Oid,
     /// Name of this tree in its parent (empty for the root).
     name: Vec<u8>,
+    path: String,
+    dir: u32,
     raw: Vec<RawEntry>,
     next: usize,
     out: Vec<Entry>,
     subdirs: u64,
+    /// Height of the tallest planned subtree (None: none planned).
+    child_height: Option<usize>,
 }
 
-/// Result of reading a commit.
-pub(crate) struct Stored {
-    pub root_subdirs: u64,
-    pub objects: u64,
-    pub bytes: u64,
+/// A planned tree: its subdirectory count and, when written by this ingest,
+/// its height.
+#[derive(Clone, Copy)]
+struct TreeInfo {
+    subdirs: u64,
+    height: Option<usize>,
 }
 
-pub(crate) struct Walker<'p, 'f> {
-    repo: gix::Repository,
-    repo_path: &'p Path,
-    pipe: Pipeline,
+pub(crate) struct Planner<'p, 'f> {
+    repo: &'p gix::Repository,
+    cluster: &'p Cluster,
     progress: &'p mut Progress<'f>,
-    /// Trees stored in this ingest, with their number of subdirectories.
-    trees: HashMap<Oid, u64>,
-    /// Blobs stored in this ingest, with their size.
-    blobs: HashMap<Oid, u64>,
-    objects: u64,
-    bytes: u64,
+    trees: HashMap<Oid, TreeInfo>,
+    blobs: HashSet<Oid>,
+    plan: Plan,
 }
 
-fn gix_oid(oid: &Oid) -> gix::ObjectId {
-    gix::ObjectId::from_bytes_or_panic(oid)
+fn join(path: &str, name: &[u8]) -> String {
+    if path.is_empty() {
+        String::from_utf8_lossy(name).into_owned()
+    } else {
+        format!("{path}/{}", String::from_utf8_lossy(name))
+    }
 }
 
-impl<'p, 'f> Walker<'p, 'f> {
-    pub fn new(
-        repo: gix::Repository,
-        repo_path: &'p Path,
-        cluster: Cluster,
-        progress: &'p mut Progress<'f>,
-    ) -> Self {
-        Walker {
+impl<'p, 'f> Planner<'p, 'f> {
+    pub fn new(repo: &'p gix::Repository, cluster: &'p Cluster, progress: &'p mut Progress<'f>) -> Self {
+        Planner {
             repo,
-            repo_path,
-            pipe: Pipeline::new(cluster),
+            cluster,
             progress,
             trees: HashMap::new(),
-            blobs: HashMap::new(),
-            objects: 0,
-            bytes: 0,
+            blobs: HashSet::new(),
+            plan: Plan { levels: Vec::new(), blobs: Vec::new(), root_subdirs: 0, trees_skipped: 0, dirs: 0 },
         }
-    }
-
-    fn push(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), IngestError> {
-        self.pipe
-            .push(key, value, &mut *self.progress, self.objects, self.bytes)
     }
 
     fn read_tree(&self, oid: &Oid, path: &str) -> Result<Vec<RawEntry>, IngestError> {
         let obj = self.repo.find_object(gix_oid(oid)).map_err(|e| {
-            IngestError::BadContent(format!(
-                "tree {} at '{path}' cannot be read: {e}",
-                oid_hex(oid)
-            ))
+            IngestError::BadContent(format!("tree {} at '{path}' cannot be read: {e}", oid_hex(oid)))
         })?;
         if obj.kind != gix::object::Kind::Tree {
-            return Err(IngestError::BadContent(format!(
-                "object {} at '{path}' is not a tree",
-                oid_hex(oid)
-            )));
+            return Err(IngestError::BadContent(format!("object {} at '{path}' is not a tree", oid_hex(oid))));
         }
         parse_tree(&obj.data, path)
     }
 
-    /// Store a blob (once per ingest) and return its size.
-    fn blob(&mut self, oid: &Oid, path: &str) -> Result<u64, IngestError> {
-        if let Some(&s) = self.blobs.get(oid) {
-            return Ok(s);
-        }
+    fn blob_size(&self, oid: &Oid, path: &str) -> Result<u64, IngestError> {
         let hex = oid_hex(oid);
-        let unreadable = |e: &dyn std::fmt::Display| {
-            IngestError::BadContent(format!("blob {hex} at '{path}' cannot be read: {e}"))
-        };
         let hdr = self
             .repo
             .find_header(gix_oid(oid))
-            .map_err(|e| unreadable(&e))?;
+            .map_err(|e| IngestError::BadContent(format!("blob {hex} at '{path}' cannot be read: {e}")))?;
         if hdr.kind() != gix::object::Kind::Blob {
-            return Err(IngestError::BadContent(format!(
-                "object {hex} at '{path}' is not a blob"
-            )));
+            return Err(IngestError::BadContent(format!("object {hex} at '{path}' is not a blob")));
         }
-        let size = hdr.size();
-        if size <= BIG_BLOB {
-            let obj = self
-                .repo
-                .find_object(gix_oid(oid))
-                .map_err(|e| unreadable(&e))?;
-            if obj.data.len() as u64 != size {
-                return Err(unreadable(&"size differs from its header"));
-            }
-            let chunks: Vec<Vec<u8>> = obj.data.chunks(CHUNK_SIZE).map(<[u8]>::to_vec).collect();
-            drop(obj);
-            for (i, c) in chunks.into_iter().enumerate() {
-                self.push(keys::blob_chunk(oid, i as u32), c)?;
-            }
-            self.bytes += size;
-        } else {
-            // At 1 MiB/s a blob may take this long, plus a fixed allowance.
-            let timeout = Duration::from_secs(600 + size / (1 << 20));
-            let mut stream = BlobStream::open(self.repo_path, &hex, timeout)?;
-            let mut total = 0u64;
-            let mut i = 0u32;
-            loop {
-                let mut buf = vec![0u8; CHUNK_SIZE];
-                let n = stream.read_chunk(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                total += n as u64;
-                if total > size {
-                    return Err(unreadable(&"longer than its header says"));
-                }
-                self.push(keys::blob_chunk(oid, i), buf)?;
-                i += 1;
-                self.bytes += n as u64;
-                self.progress.tick("storing", self.objects, self.bytes);
-                if (n as usize) < CHUNK_SIZE {
-                    break;
-                }
-            }
-            stream.finish()?;
-            if total != size {
-                return Err(unreadable(&format!(
-                    "git returned {total} bytes, its header says {size}"
-                )));
-            }
+        Ok(hdr.size())
+    }
+
+    fn frame(&mut self, oid: Oid, name: Vec<u8>, path: String) -> Result<Frame, IngestError> {
+        let raw = self.read_tree(&oid, &path)?;
+        let dir = self.plan.dirs;
+        self.plan.dirs += 1;
+        Ok(Frame { oid, name, path, dir, out: Vec::with_capacity(raw.len()), raw, next: 0, subdirs: 0, child_height: None })
+    }
+
+    /// A subtree already stored: only its subdirectory count is needed.
+    fn stored_subdirs(&self, oid: &Oid, path: &str) -> Result<u64, IngestError> {
+        Ok(self.read_tree(oid, path)?.iter().filter(|e| e.mode == MODE_TREE).count() as u64)
+    }
+
+    /// Plan the tree `root`: every tree under it not yet stored, with its blobs.
+    pub fn plan(mut self, root: Oid) -> Result<Plan, IngestError> {
+        if present(self.cluster, &keys::tree(&root))? {
+            // Stored with every tree under it (the invariant at `store_trees`).
+            self.plan.root_subdirs = self.stored_subdirs(&root, "")?;
+            self.plan.trees_skipped = 1;
+            return Ok(self.plan);
         }
-        self.blobs.insert(*oid, size);
-        self.objects += 1;
-        self.progress.tick("storing", self.objects, self.bytes);
-        Ok(size)
-    }
-
-    fn frame(&self, oid: Oid, name: Vec<u8>, path: &str) -> Result<Frame, IngestError> {
-        let raw = self.read_tree(&oid, path)?;
-        Ok(Frame {
-            oid,
-            name,
-            out: Vec::with_capacity(raw.len()),
-            raw,
-            next: 0,
-            subdirs: 0,
-        })
-    }
-
-    fn path_of(stack: &[Frame]) -> String {
-        let names: Vec<String> = stack
-            .iter()
-            .skip(1)
-            .map(|f| String::from_utf8_lossy(&f.name).into_owned())
-            .collect();
-        names.join("/")
-    }
-
-    /// Store every tree and blob under `root` (children before parents) and
-    /// finally the root's directory record, once everything else is acknowledged.
-    pub fn store(mut self, root: Oid) -> Result<Stored, IngestError> {
-        let mut stack = vec![self.frame(root, Vec::new(), "")?];
+        let f = self.frame(root, Vec::new(), String::new())?;
+        let mut stack = vec![f];
         loop {
             let top = stack.last_mut().expect("non-empty stack");
             if top.next < top.raw.len() {
@@ -452,95 +482,152 @@ impl<'p, 'f> Walker<'p, 'f> {
                     let e = &top.raw[i];
                     (e.name.clone(), e.mode, e.oid)
                 };
-                let path = Self::path_of(&stack);
+                let (path, dir) = (top.path.clone(), top.dir);
                 check_name(&name, &path)?;
+                let child_path = join(&path, &name);
                 let size = match mode {
                     MODE_TREE => {
-                        if let Some(&sd) = self.trees.get(&oid) {
-                            sd
-                        } else {
-                            if stack.len() > 4096 {
-                                return Err(IngestError::BadContent(format!(
-                                    "trees nested deeper than 4096 at '{path}'"
-                                )));
+                        let info = match self.trees.get(&oid) {
+                            Some(&info) => info,
+                            None if present(self.cluster, &keys::tree(&oid))? => {
+                                let info = TreeInfo { subdirs: self.stored_subdirs(&oid, &child_path)?, height: None };
+                                self.plan.trees_skipped += 1;
+                                self.trees.insert(oid, info);
+                                info
                             }
-                            let child_path = if path.is_empty() {
-                                String::from_utf8_lossy(&name).into_owned()
-                            } else {
-                                format!("{path}/{}", String::from_utf8_lossy(&name))
-                            };
-                            let f = self.frame(oid, name, &child_path)?;
-                            stack.push(f);
-                            continue;
+                            None => {
+                                if stack.len() >= MAX_DEPTH {
+                                    return Err(IngestError::BadContent(format!(
+                                        "trees nested deeper than {MAX_DEPTH} at '{path}'"
+                                    )));
+                                }
+                                let f = self.frame(oid, name, child_path)?;
+                                stack.push(f);
+                                continue;
+                            }
+                        };
+                        let top = stack.last_mut().expect("non-empty stack");
+                        if let Some(h) = info.height {
+                            top.child_height = Some(top.child_height.map_or(h, |c| c.max(h)));
                         }
+                        info.subdirs
                     }
                     MODE_SUBMODULE => 0,
                     _ => {
-                        let p = if path.is_empty() {
-                            String::from_utf8_lossy(&name).into_owned()
-                        } else {
-                            format!("{path}/{}", String::from_utf8_lossy(&name))
-                        };
-                        self.blob(&oid, &p)?
+                        let size = self.blob_size(&oid, &child_path)?;
+                        if self.blobs.insert(oid) {
+                            let depth = stack.len().min(u16::MAX as usize) as u16;
+                            self.plan.blobs.push(BlobRef { oid, size, depth, dir });
+                        }
+                        size
                     }
                 };
                 let top = stack.last_mut().expect("non-empty stack");
                 if mode == MODE_TREE {
                     top.subdirs += 1;
                 }
-                top.out.push(Entry {
-                    name,
-                    mode,
-                    oid,
-                    size,
-                });
+                top.out.push(Entry { name, mode, oid, size });
                 continue;
             }
-            // All children stored: this tree's record can go.
+            // Every entry seen: the record is complete.
             let done = stack.pop().expect("non-empty stack");
-            let path = Self::path_of(&stack);
             let mut out = done.out;
             out.sort_by(|a, b| a.name.cmp(&b.name));
             if let Some(w) = out.windows(2).find(|w| w[0].name == w[1].name) {
                 return Err(IngestError::BadContent(format!(
-                    "tree {} at '{path}' names '{}' twice",
+                    "tree {} at '{}' names '{}' twice",
                     oid_hex(&done.oid),
+                    done.path,
                     String::from_utf8_lossy(&w[0].name)
                 )));
             }
-            let record = dir::encode(&out);
-            self.objects += 1;
+            let height = done.child_height.map_or(0, |h| h + 1);
+            if self.plan.levels.len() <= height {
+                self.plan.levels.resize_with(height + 1, Vec::new);
+            }
+            self.plan.levels[height].push((keys::tree(&done.oid), dir::encode(&out)));
+            self.progress.tick();
             match stack.last_mut() {
                 None => {
-                    let (objects, bytes) = (self.objects, self.bytes);
-                    self.pipe.finish(
-                        (keys::tree(&done.oid), record),
-                        &mut *self.progress,
-                        objects,
-                        bytes,
-                    )?;
-                    self.progress.force("stored", objects, bytes);
-                    return Ok(Stored {
-                        root_subdirs: done.subdirs,
-                        objects,
-                        bytes,
-                    });
+                    self.plan.root_subdirs = done.subdirs;
+                    return Ok(self.plan);
                 }
                 Some(parent) => {
                     parent.subdirs += 1;
-                    parent.out.push(Entry {
-                        name: done.name,
-                        mode: MODE_TREE,
-                        oid: done.oid,
-                        size: done.subdirs,
-                    });
-                    self.trees.insert(done.oid, done.subdirs);
-                    self.push(keys::tree(&done.oid), record)?;
-                    self.progress.tick("storing", self.objects, self.bytes);
+                    parent.child_height = Some(parent.child_height.map_or(height, |c| c.max(height)));
+                    parent.out.push(Entry { name: done.name, mode: MODE_TREE, oid: done.oid, size: done.subdirs });
+                    self.trees.insert(done.oid, TreeInfo { subdirs: done.subdirs, height: Some(height) });
                 }
             }
         }
     }
+}
+
+/// Store the planned directory records level by level, leaves first; each
+/// level is acknowledged by every owner before the next level is sent.
+///
+/// INVARIANT (what lets `Planner::plan` skip a stored subtree whole): a tree
+/// record present on its owner implies every descendant tree record is present.
+/// It holds because a tree's height exceeds that of each planned subtree, so a
+/// record is sent only after all its planned descendants are acknowledged, and
+/// its unplanned descendants were found stored, which by this same invariant
+/// covers theirs. Records are never deleted.
+pub(crate) fn store_trees(cluster: &Cluster, levels: Vec<Vec<Item>>, p: &mut Progress) -> Result<(), IngestError> {
+    let mut pipe = Pipeline::new(cluster.clone());
+    for level in levels {
+        for (k, v) in level {
+            p.objects += 1;
+            p.bytes += v.len() as u64;
+            pipe.push(k, v, p)?;
+            p.tick();
+        }
+        pipe.barrier(p)?;
+    }
+    Ok(())
+}
+
+/// Store the blobs not yet stored (chunk 0 and the last chunk asked first).
+pub(crate) fn store_blobs(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    cluster: &Cluster,
+    blobs: &[BlobRef],
+    p: &mut Progress,
+) -> Result<(), IngestError> {
+    let mut pipe = Pipeline::new(cluster.clone());
+    for b in blobs {
+        if blob_present(cluster, &b.oid, b.size)? {
+            continue;
+        }
+        read_blob(repo, repo_path, &b.oid, b.size, &mut |i, chunk| {
+            p.bytes += chunk.len() as u64;
+            pipe.push(keys::blob_chunk(&b.oid, i), chunk, p)?;
+            p.tick();
+            Ok(())
+        })?;
+        p.objects += 1;
+        p.tick();
+    }
+    pipe.barrier(p)
+}
+
+/// Cut `items` into PUT_BATCH-sized groups and store each on its owners.
+pub(crate) fn put_all(cluster: &Cluster, items: Items) -> Result<(), NetError> {
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in items {
+        let sz = proto::put_item_size(&k, &v);
+        if !cur.is_empty() && (cur.len() >= MAX_BATCH_ITEMS || bytes + sz > MAX_BATCH_BYTES) {
+            cluster.put_batch(std::mem::take(&mut cur))?;
+            bytes = 0;
+        }
+        bytes += sz;
+        cur.push((k, v));
+    }
+    if !cur.is_empty() {
+        cluster.put_batch(cur)?;
+    }
+    Ok(())
 }
 
 /// Tree id and committer time (seconds) of a raw commit object.

@@ -65,7 +65,7 @@ fn big_blob_is_streamed_in_bounded_memory() {
     let mut storing_since = None;
     ingest(&tmp.path().join("cache"), &req, &mut |p, o, b| {
         calls += 1;
-        if p == "storing" && storing_since.is_none() {
+        if p == "blobs" && storing_since.is_none() {
             storing_since = Some(std::time::Instant::now());
         }
         last = (p.to_string(), o, b);
@@ -83,8 +83,9 @@ fn big_blob_is_streamed_in_bounded_memory() {
         peak / 1024,
         before / 1024
     );
-    assert_eq!(last.0, "stored");
-    assert_eq!(last.2, SIZE as u64 + 2);
+    assert_eq!(last.0, "done");
+    // Blob bytes plus the one directory record.
+    assert!(last.2 > SIZE as u64 + 2 && last.2 < SIZE as u64 + 200, "{last:?}");
     assert!(
         (calls as f64) < 10.0 * secs + 20.0,
         "progress is throttled: {calls} calls in {secs:.1}s"

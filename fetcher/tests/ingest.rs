@@ -152,7 +152,7 @@ fn file_url_stores_every_record_once_on_its_owners() {
         "a, b, dir with space, foo; not the submodule"
     );
     assert_eq!(phases.first().map(String::as_str), Some("fetching"));
-    assert_eq!(phases.last().map(String::as_str), Some("stored"));
+    assert_eq!(phases.last().map(String::as_str), Some("done"));
 
     let cluster = Cluster::new(addrs, 2);
     let mut seen = Vec::new();

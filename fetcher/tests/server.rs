@@ -35,10 +35,7 @@ fn serves_ingest_with_progress_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = fixture_repo(tmp.path());
     let node = FakeNode::start("solo", false);
-    let h = start(FetcherConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cache_dir: tmp.path().join("cache"),
-    })
+    let h = start(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache")))
     .unwrap();
     let addr = h.local_addr().to_string();
     let mut conn = Conn::connect(&addr).unwrap();
@@ -58,7 +55,7 @@ fn serves_ingest_with_progress_and_errors() {
     assert!(!progress.is_empty(), "progress frames arrive");
     assert_eq!(progress[0].0, "fetching");
     let last = progress.last().unwrap();
-    assert_eq!(last.0, "stored");
+    assert_eq!(last.0, "done");
     assert!(last.1 >= 10 && last.2 >= 3 << 20, "{last:?}");
 
     // Same connection: a missing ref, then a request that is not INGEST.
@@ -77,7 +74,7 @@ fn serves_ingest_with_progress_and_errors() {
     );
     match conn.call(&Request::Hello) {
         Err(NetError::Remote { message, .. }) => {
-            assert!(message.contains("only INGEST"), "{message}")
+            assert!(message.contains("only INGEST, FETCH_BLOB and STATUS"), "{message}")
         }
         other => panic!("unexpected {other:?}"),
     }

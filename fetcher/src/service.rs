@@ -1,0 +1,522 @@
+//! The fetcher's state shared by its connections: the cache, the prefetcher,
+//! and the two operations on Git sources, INGEST and FETCH_BLOB, plus STATUS.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use monofs_net::client::Cluster;
+use monofs_net::ns::NsEntry;
+use monofs_net::proto::{ContentMode, FetchBlobRequest, IngestRequest, SourceKind};
+use monofs_net::{keys, oid_from_hex, oid_hex, Oid, CHUNK_SIZE};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::cache::{Cache, Lease};
+use crate::prefetch::{Prefetcher, Source};
+use crate::walk::{self, BlobRef, Progress, BIG_BLOB};
+use crate::{git, url, IngestError, FETCH_HEARTBEAT};
+
+/// FETCH_BLOB requests doing work at once (reading git, writing nodes); more wait.
+pub const MAX_CONCURRENT_FETCH_BLOBS: usize = 16;
+/// How long a FETCH_BLOB waits for one of those slots before answering busy.
+pub const FETCH_BLOB_SLOT_WAIT: Duration = Duration::from_secs(60);
+
+/// What a Git ingest produced: the entry to publish and, in lazy mode, the
+/// blobs left to prefetch.
+pub(crate) struct Ingested {
+    pub entry: NsEntry,
+    pub pending: Option<(Arc<Source>, Vec<BlobRef>)>,
+}
+
+/// One FETCH_BLOB in progress; later identical requests wait for its result.
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<Result<(), String>>>,
+    cv: Condvar,
+}
+
+type FlightKey = (Oid, u32, u32);
+
+pub(crate) struct Service {
+    pub cache: Arc<Cache>,
+    pub prefetch: Arc<Prefetcher>,
+    pub fetch_timeout: Duration,
+    pub prefetch_workers: usize,
+    flights: Mutex<HashMap<FlightKey, Arc<Flight>>>,
+    slots: Mutex<usize>,
+    slot_free: Condvar,
+    /// FETCH_BLOB requests being answered (including ones waiting on another).
+    pub inflight: AtomicUsize,
+    pub fetch_blobs: AtomicU64,
+    ingest_seq: AtomicU64,
+}
+
+/// A lock per key (repository or blob file), forgotten once nobody holds it.
+fn keyed_lock(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    locks.retain(|_, l| Arc::strong_count(l) > 1);
+    locks.entry(path.to_path_buf()).or_default().clone()
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Service {
+    pub fn new(cache: Arc<Cache>, fetch_timeout: Duration, prefetch_workers: usize) -> Service {
+        Service {
+            prefetch: Prefetcher::new(cache.clone()),
+            cache,
+            fetch_timeout,
+            prefetch_workers,
+            flights: Mutex::new(HashMap::new()),
+            slots: Mutex::new(0),
+            slot_free: Condvar::new(),
+            inflight: AtomicUsize::new(0),
+            fetch_blobs: AtomicU64::new(0),
+            ingest_seq: AtomicU64::new(0),
+        }
+    }
+
+    fn repo_dir(&self, fetch_url: &str) -> PathBuf {
+        self.cache.repos.join(format!("{:016x}.git", xxh3_64(fetch_url.as_bytes())))
+    }
+
+    /// Fetch `req.url` at `req.git_ref`, store the trees not yet stored (and in
+    /// eager mode the blobs not yet stored, before the trees), and return the
+    /// entry to publish. Phases: `fetching`, `blobs` (eager), `trees`, `done`.
+    pub fn ingest_git(
+        &self,
+        req: &IngestRequest,
+        progress: &mut dyn FnMut(&str, u64, u64),
+    ) -> Result<Ingested, IngestError> {
+        if req.kind != SourceKind::Git {
+            return Err(IngestError::BadRequest(format!("source kind {:?} is not a Git repository", req.kind)));
+        }
+        let ns_path = crate::namespace_path(&req.url, &req.source_id)?;
+        if !req.git_ref.is_empty() {
+            git::check_ref(&req.git_ref)?;
+        }
+        if req.nodes.is_empty() {
+            return Err(IngestError::BadRequest("no storage nodes given".into()));
+        }
+        let fetch_url = url::fetch_url(&req.url)?;
+        let repo_dir = self.repo_dir(&fetch_url);
+        let pin = format!("{:016x}", xxh3_64(req.git_ref.as_bytes()));
+        let _lease = self.cache.lease(&repo_dir);
+
+        // 1. Fetch, in a helper thread so this one can keep the client informed.
+        let mut p = Progress::new(progress);
+        p.phase("fetching");
+        let started = Instant::now();
+        let (fetched, head_name) = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                // One fetch per cache repository at a time: a second ingest of the same
+                // URL waits and then finds the objects already there.
+                let lock = keyed_lock(&repo_dir);
+                let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let f = git::fetch(&repo_dir, &fetch_url, &req.git_ref, &pin, self.fetch_timeout);
+                drop(guard);
+                self.cache.measure(&repo_dir);
+                self.cache.kick();
+                let f = f?;
+                let head = if req.git_ref.is_empty() { git::remote_head_branch(&fetch_url) } else { None };
+                Ok::<_, IngestError>((f, head))
+            });
+            let mut last = Instant::now();
+            while !h.is_finished() {
+                std::thread::sleep(Duration::from_millis(20));
+                if last.elapsed() >= FETCH_HEARTBEAT {
+                    last = Instant::now();
+                    p.force();
+                }
+            }
+            h.join().unwrap_or_else(|_| Err(IngestError::BadContent("the fetch thread panicked".into())))
+        })?;
+        tracing::info!(url = %url::redact(&req.url), commit = %fetched.commit, secs = started.elapsed().as_secs_f64(), "fetched");
+
+        // 2. Read the commit with gix.
+        let repo = gix::open_opts(&fetched.repo, gix::open::Options::isolated()).map_err(|e| {
+            IngestError::BadContent(format!("cannot open the fetch cache {}: {e}", fetched.repo.display()))
+        })?;
+        let commit = oid_from_hex(&fetched.commit).expect("git returned a full sha");
+        let (root_tree, commit_time) = {
+            let obj = repo
+                .find_object(walk::gix_oid(&commit))
+                .map_err(|e| IngestError::BadContent(format!("commit {} cannot be read: {e}", fetched.commit)))?;
+            if obj.kind != gix::object::Kind::Commit {
+                return Err(IngestError::BadContent(format!("{} is not a commit", fetched.commit)));
+            }
+            walk::parse_commit(&obj.data)
+                .ok_or_else(|| IngestError::BadContent(format!("commit {} is malformed", fetched.commit)))?
+        };
+
+        // 3. Plan: the trees not yet stored, top-down, skipping stored subtrees.
+        let cluster = Cluster::new(req.nodes.clone(), req.replication as usize);
+        p.phase("trees");
+        let plan = walk::Planner::new(&repo, &cluster, &mut p).plan(root_tree)?;
+        let trees: usize = plan.levels.iter().map(Vec::len).sum();
+        let mut objects = 0;
+        let mut bytes = 0;
+        // 4. Eager: blobs first, so a stored tree from an eager ingest implies its blobs are stored.
+        if req.content == ContentMode::Eager {
+            p.phase("blobs");
+            walk::store_blobs(&repo, &fetched.repo, &cluster, &plan.blobs, &mut p)?;
+            p.force();
+            objects += p.objects;
+            bytes += p.bytes;
+            p.phase("trees");
+        }
+        // 5. Trees, level by level by height; the root last.
+        walk::store_trees(&cluster, plan.levels, &mut p)?;
+        p.force();
+        objects += p.objects;
+        bytes += p.bytes;
+        p.report("done", objects, bytes);
+        tracing::info!(
+            url = %url::redact(&req.url),
+            trees_stored = trees,
+            trees_skipped = plan.trees_skipped,
+            blobs_planned = plan.blobs.len(),
+            lazy = (req.content == ContentMode::Lazy),
+            secs = started.elapsed().as_secs_f64(),
+            "stored"
+        );
+        let pending = (req.content == ContentMode::Lazy && !plan.blobs.is_empty()).then(|| {
+            let src = Arc::new(Source {
+                repo_dir: repo_dir.clone(),
+                cluster,
+                progress: self.prefetch.progress_of(&url::redact(&req.url)),
+                ingest: self.ingest_seq.fetch_add(1, Ordering::Relaxed),
+            });
+            (src, plan.blobs)
+        });
+        let git_ref = if req.git_ref.is_empty() {
+            head_name.unwrap_or_else(|| "HEAD".to_string())
+        } else {
+            req.git_ref.clone()
+        };
+        Ok(Ingested {
+            entry: NsEntry {
+                path: ns_path,
+                url: req.url.clone(),
+                git_ref,
+                commit,
+                root_tree,
+                commit_time,
+                root_subdirs: plan.root_subdirs,
+            },
+            pending,
+        })
+    }
+
+    /// Hand a lazy ingest's blobs to the prefetch workers.
+    pub fn enqueue(&self, pending: Option<(Arc<Source>, Vec<BlobRef>)>) {
+        if let Some((src, blobs)) = pending {
+            self.prefetch.enqueue(src, blobs);
+        }
+    }
+
+    /// Store chunks `first_chunk .. first_chunk + chunks` of a blob on its
+    /// owners. Identical requests in flight share one execution.
+    pub fn fetch_blob(&self, req: &FetchBlobRequest) -> Result<(), String> {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let _dec = crate::Slot(&self.inflight);
+        self.fetch_blobs.fetch_add(1, Ordering::Relaxed);
+        let key = (req.oid, req.first_chunk, req.chunks);
+        let (flight, leader) = {
+            let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            match f.get(&key) {
+                Some(fl) => (fl.clone(), false),
+                None => {
+                    let fl = Arc::new(Flight::default());
+                    f.insert(key, fl.clone());
+                    (fl, true)
+                }
+            }
+        };
+        if !leader {
+            let mut r = flight.result.lock().unwrap_or_else(|e| e.into_inner());
+            while r.is_none() {
+                r = flight.cv.wait(r).unwrap_or_else(|e| e.into_inner());
+            }
+            return r.clone().expect("set");
+        }
+        let result = self.fetch_blob_slot(req);
+        *flight.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        flight.cv.notify_all();
+        self.flights.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        result
+    }
+
+    fn fetch_blob_slot(&self, req: &FetchBlobRequest) -> Result<(), String> {
+        {
+            let deadline = Instant::now() + FETCH_BLOB_SLOT_WAIT;
+            let mut n = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            while *n >= MAX_CONCURRENT_FETCH_BLOBS {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(format!(
+                        "busy: the fetcher is running {MAX_CONCURRENT_FETCH_BLOBS} blob fetches already; retry later"
+                    ));
+                }
+                n = self.slot_free.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            *n += 1;
+        }
+        let r = match req.kind {
+            SourceKind::Git => self.fetch_git_blob(req).map_err(|e| e.to_string()),
+            SourceKind::GoModule => {
+                Err("FETCH_BLOB of a Go module source is not served by this fetcher; ingest it eagerly".into())
+            }
+        };
+        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.slot_free.notify_one();
+        self.cache.kick();
+        if r.is_ok() {
+            self.prefetch.boost(&req.oid);
+        }
+        r
+    }
+
+    fn fetch_git_blob(&self, req: &FetchBlobRequest) -> Result<(), IngestError> {
+        let hex = oid_hex(&req.oid);
+        let total = keys::chunk_count(req.size);
+        let end = req.first_chunk as u64 + req.chunks as u64;
+        if end > total {
+            return Err(IngestError::BadRequest(format!(
+                "chunks {}..{end} asked of blob {hex}, which has {total} chunks of {} bytes",
+                req.first_chunk,
+                CHUNK_SIZE
+            )));
+        }
+        if req.nodes.is_empty() {
+            return Err(IngestError::BadRequest("no storage nodes given".into()));
+        }
+        if req.chunks == 0 {
+            return Ok(());
+        }
+        let fetch_url = url::fetch_url(&req.url)?;
+        let shown = url::redact(&req.url);
+        let cluster = Cluster::new(req.nodes.clone(), req.replication as usize);
+        let range = req.first_chunk..end as u32;
+
+        // A materialized copy serves without the repository.
+        let blob_path = self.cache.blobs.join(&hex);
+        if req.size >= BIG_BLOB {
+            let lease = self.cache.lease(&blob_path);
+            if let Ok(f) = File::open(&blob_path) {
+                self.cache.hits.fetch_add(1, Ordering::Relaxed);
+                return self.serve_file(&f, req, range, &cluster, lease);
+            }
+        }
+
+        let repo_dir = self.repo_dir(&fetch_url);
+        let _lease = self.cache.lease(&repo_dir);
+        let repo = match self.find_blob(&repo_dir, req)? {
+            Some(repo) => {
+                self.cache.hits.fetch_add(1, Ordering::Relaxed);
+                repo
+            }
+            None => {
+                self.cache.misses.fetch_add(1, Ordering::Relaxed);
+                let lock = keyed_lock(&repo_dir);
+                let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                // Another request may have fetched while this one waited.
+                match self.find_blob(&repo_dir, req)? {
+                    Some(repo) => repo,
+                    None => {
+                        let r = git::fetch_default_refs(&repo_dir, &fetch_url, self.fetch_timeout);
+                        self.cache.measure(&repo_dir);
+                        r?;
+                        self.find_blob(&repo_dir, req)?.ok_or_else(|| {
+                            IngestError::BadContent(format!(
+                                "blob {hex} is not in {shown}: no branch or tag of the remote reaches it any more"
+                            ))
+                        })?
+                    }
+                }
+            }
+        };
+        if req.size < BIG_BLOB {
+            let mut items = Vec::new();
+            walk::read_blob(&repo, &repo_dir, &req.oid, req.size, &mut |i, c| {
+                if range.contains(&i) {
+                    items.push((keys::blob_chunk(&req.oid, i), c));
+                }
+                Ok(())
+            })?;
+            return walk::put_all(&cluster, items).map_err(IngestError::NodeWrite);
+        }
+        drop(repo);
+        let (f, lease) = self.materialize(&repo_dir, req)?;
+        self.serve_file(&f, req, range, &cluster, lease)
+    }
+
+    /// The cache repository, if it holds blob `req.oid` (of the size asked).
+    fn find_blob(&self, repo_dir: &Path, req: &FetchBlobRequest) -> Result<Option<gix::Repository>, IngestError> {
+        if !repo_dir.join("HEAD").exists() {
+            return Ok(None);
+        }
+        let Ok(repo) = gix::open_opts(repo_dir, gix::open::Options::isolated()) else { return Ok(None) };
+        let Ok(hdr) = repo.find_header(walk::gix_oid(&req.oid)) else { return Ok(None) };
+        let hex = oid_hex(&req.oid);
+        if hdr.kind() != gix::object::Kind::Blob {
+            return Err(IngestError::BadRequest(format!("object {hex} is not a blob")));
+        }
+        if hdr.size() != req.size {
+            return Err(IngestError::BadRequest(format!(
+                "blob {hex} has {} bytes, the request says {}",
+                hdr.size(),
+                req.size
+            )));
+        }
+        Ok(Some(repo))
+    }
+
+    /// Write big blob `req.oid` once to `blobs/<oid>` (temporary file, then
+    /// rename), so chunk ranges are served by pread instead of re-reading git.
+    fn materialize(&self, repo_dir: &Path, req: &FetchBlobRequest) -> Result<(File, Lease), IngestError> {
+        let hex = oid_hex(&req.oid);
+        let path = self.cache.blobs.join(&hex);
+        let lease = self.cache.lease(&path);
+        let lock = keyed_lock(&path);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(f) = File::open(&path) {
+            return Ok((f, lease));
+        }
+        let cache_err = |p: &Path, e: std::io::Error| IngestError::Cache { path: p.to_path_buf(), source: e };
+        let tmp = self.cache.blobs.join(format!(".tmp-{hex}-{}-{}", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed)));
+        let r = (|| {
+            let mut out = std::io::BufWriter::with_capacity(CHUNK_SIZE, File::create(&tmp).map_err(|e| cache_err(&tmp, e))?);
+            let timeout = Duration::from_secs(600 + req.size / (1 << 20));
+            let mut stream = git::BlobStream::open(repo_dir, &hex, timeout)?;
+            let mut buf = vec![0u8; CHUNK_SIZE];
+            let mut total = 0u64;
+            loop {
+                let n = stream.read_chunk(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                if total > req.size {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(|e| cache_err(&tmp, e))?;
+            }
+            stream.finish()?;
+            if total != req.size {
+                return Err(IngestError::BadContent(format!(
+                    "blob {hex}: git returned {total} bytes, its header says {}",
+                    req.size
+                )));
+            }
+            out.flush().map_err(|e| cache_err(&tmp, e))?;
+            drop(out);
+            std::fs::rename(&tmp, &path).map_err(|e| cache_err(&path, e))
+        })();
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r?;
+        self.cache.measure(&path);
+        let f = File::open(&path).map_err(|e| cache_err(&path, e))?;
+        Ok((f, lease))
+    }
+
+    fn serve_file(
+        &self,
+        f: &File,
+        req: &FetchBlobRequest,
+        range: std::ops::Range<u32>,
+        cluster: &Cluster,
+        lease: Lease,
+    ) -> Result<(), IngestError> {
+        let path = self.cache.blobs.join(oid_hex(&req.oid));
+        let mut group = Vec::new();
+        for i in range {
+            let off = i as u64 * CHUNK_SIZE as u64;
+            let len = (req.size - off).min(CHUNK_SIZE as u64) as usize;
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, off).map_err(|e| IngestError::Cache { path: path.clone(), source: e })?;
+            group.push((keys::blob_chunk(&req.oid, i), buf));
+            if group.len() == 3 {
+                walk::put_all(cluster, std::mem::take(&mut group))?;
+            }
+        }
+        walk::put_all(cluster, group)?;
+        drop(lease);
+        Ok(())
+    }
+
+    /// STATUS: health and cache figures as one JSON object.
+    pub fn status_json(&self, addr: &str, ingests: usize) -> String {
+        let (cache_bytes, repos_cached, blobs_cached) = self.cache.usage();
+        let hits = self.cache.hits.load(Ordering::Relaxed);
+        let misses = self.cache.misses.load(Ordering::Relaxed);
+        let rate = if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 };
+        let mut s = format!(
+            "{{\"addr\":{},\"healthy\":true,\"cache_bytes\":{cache_bytes},\"max_cache_bytes\":{},\
+             \"repos_cached\":{repos_cached},\"blobs_cached\":{blobs_cached},\"hits\":{hits},\"misses\":{misses},\
+             \"hit_rate\":{rate:.4},\"evictions\":{},\"inflight_fetches\":{},\"fetch_blobs\":{},\"ingests_running\":{ingests},\
+             \"prefetch_workers\":{},\"prefetch_queued\":{},\"prefetch_done\":{},\"prefetch_boosted\":{},\"repos\":[",
+            json_str(addr),
+            self.cache.max_bytes(),
+            self.cache.evictions.load(Ordering::Relaxed),
+            self.inflight.load(Ordering::SeqCst),
+            self.fetch_blobs.load(Ordering::Relaxed),
+            self.prefetch_workers,
+            self.prefetch.queued(),
+            self.prefetch.done.load(Ordering::Relaxed),
+            self.prefetch.boosted.load(Ordering::Relaxed),
+        );
+        for (i, r) in self.prefetch.repos().iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!(
+                "{{\"url\":{},\"queued\":{},\"done\":{},\"pending\":{},\"bytes\":{},\"failed\":{},\"dropped\":{}}}",
+                json_str(&r.url),
+                r.queued.load(Ordering::Relaxed),
+                r.done.load(Ordering::Relaxed),
+                r.pending(),
+                r.bytes.load(Ordering::Relaxed),
+                r.failed.load(Ordering::Relaxed),
+                r.dropped.load(Ordering::Relaxed),
+            ));
+        }
+        s.push_str("]}");
+        s
+    }
+}
+
+/// A JSON string literal.
+pub(crate) fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_strings_escape() {
+        assert_eq!(super::json_str("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+}

@@ -90,7 +90,7 @@ impl Backend for Mem {
 }
 
 fn svc(n: u64) -> Services {
-    Services { backend: Some(Arc::new(Mem { n })), limits: Limits::default(), ports: Ports { nfs: 2049, mount: 2050 } }
+    Services { backend: Some(Arc::new(Mem { n })), limits: Limits::default(), ports: Ports { nfs: 2049, mount: 2050, portmap: 111, portmap_udp: true } }
 }
 
 fn call(svc: &Services, prog: u32, vers: u32, proc_: u32, args: impl FnOnce(&mut Encoder)) -> Vec<u8> {
@@ -214,6 +214,9 @@ fn portmap_answers() {
     assert_eq!(getport(100005, IPPROTO_TCP), 2050);
     assert_eq!(getport(100003, IPPROTO_UDP), 0);
     assert_eq!(getport(100021, IPPROTO_TCP), 0);
+    // The portmapper names itself, over both transports: rpcinfo -p asks that first.
+    assert_eq!(getport(100000, IPPROTO_TCP), 111);
+    assert_eq!(getport(100000, IPPROTO_UDP), 111);
     let r = call(&s, 100000, 2, 4, |_| {});
     let mut d = success(&r);
     let mut n = 0;
@@ -223,7 +226,7 @@ fn portmap_answers() {
         }
         n += 1;
     }
-    assert_eq!(n, 2);
+    assert_eq!(n, 4, "portmapper tcp+udp, NFS, MOUNT");
 }
 
 #[test]

@@ -201,7 +201,7 @@ fn shutdown_flag_stops_serve_tcp() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
-    let ports = Ports { nfs: 1, mount: 1 };
+    let ports = Ports { nfs: 1, mount: 1, portmap: 1, portmap_udp: false };
     let h = std::thread::spawn(move || serve_tcp(listener, Arc::new(MemFs::new()), Limits::default(), ports, f));
     std::thread::sleep(Duration::from_millis(100));
     flag.store(true, Ordering::Relaxed);
@@ -219,7 +219,7 @@ fn portmap_over_udp() {
     let addr = sock.local_addr().unwrap();
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
-    let h = std::thread::spawn(move || serve_portmap_udp(sock, Ports { nfs: 2049, mount: 20048 }, f));
+    let h = std::thread::spawn(move || serve_portmap_udp(sock, Ports { nfs: 2049, mount: 20048, portmap: 111, portmap_udp: true }, f));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let ask = |body: Vec<u8>| {

@@ -174,6 +174,8 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     let ports = monofs_nfs::Ports {
         nfs: nfs_addr.port(),
         mount: nfs_addr.port(),
+        portmap: cfg.portmap_port.unwrap_or(nfs_addr.port()),
+        portmap_udp: cfg.portmap_port.is_some(),
     };
     let mut threads = Vec::new();
     let backend: Arc<dyn monofs_nfs::Backend> = router.clone();

@@ -151,7 +151,7 @@ pub fn start(limits: Limits) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Arc::new(AtomicBool::new(false));
-    let ports = Ports { nfs: addr.port(), mount: addr.port() };
+    let ports = Ports { nfs: addr.port(), mount: addr.port(), portmap: addr.port(), portmap_udp: false };
     let flag = shutdown.clone();
     std::thread::spawn(move || serve_tcp(listener, Arc::new(MemFs::new()), limits, ports, flag).unwrap());
     Server { addr, shutdown }

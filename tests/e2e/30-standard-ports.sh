@@ -59,9 +59,13 @@ if command -v rpcinfo >/dev/null; then
         rpcinfo -T tcp 127.0.0.1 $pv >&2 || fail "rpcinfo -T tcp 127.0.0.1 $pv"
     done
     echo "ok: rpcinfo: the portmapper on 111 resolves NFS v3 and MOUNT v3" >&2
-    # Not checked (reported): `rpcinfo -p` fails with "Program not registered" because the
-    # MonoFS portmapper does not register itself (GETPORT 100000 v2 answers 0).
-    rpcinfo -p 127.0.0.1 >&2 || echo "e2e: note: rpcinfo -p 127.0.0.1 failed (known)" >&2
+    # rpcinfo -p asks the portmapper for its own port first, then dumps the table.
+    pm=$(rpcinfo -p 127.0.0.1) || fail "rpcinfo -p 127.0.0.1"
+    echo "$pm" >&2
+    for want in "100000 *2 *tcp *111" "100003 *3 *tcp *2049" "100005 *3 *tcp *2049"; do
+        echo "$pm" | grep -Eq "$want" || fail "rpcinfo -p lacks $want"
+    done
+    echo "ok: rpcinfo -p lists the portmapper, NFS v3 and MOUNT v3" >&2
 fi
 
 cat > "$E2E_TMP/guest.sh" <<GUEST

@@ -443,6 +443,7 @@ fn drive(t: &Target, tree: &Tree, kind: Kind, o: &LoadOpts, ci: usize, measure_f
     let mut work = Work { kind, tree, rng: Rng(0x9E37_79B9_7F4A_7C15 ^ ((ci as u64 + 1) << 32) ^ 0x5bd1), rdp_maxcount: o.rdp_maxcount };
     let mut slots = vec![Slot::default(); o.depth];
     let mut c = Counts::default();
+    let mut scratch = Counts::default();
     let mut out = Vec::with_capacity(64 * 1024);
     let mut gen: u32 = 1;
     let mut xid_for = |slot: usize| {
@@ -471,7 +472,11 @@ fn drive(t: &Target, tree: &Tree, kind: Kind, o: &LoadOpts, ci: usize, measure_f
         }
         let now = Instant::now();
         let s = &mut slots[si];
-        let next = match work.reply(s, &buf[at..], &mut c) {
+        // bytes, entries and RPCs count only inside the measured window, like operations
+        let measuring = now >= measure_from && now <= end;
+        let sink = &mut scratch;
+        let counts = if measuring { &mut c } else { sink };
+        let next = match work.reply(s, &buf[at..], counts) {
             Ok(n) => n,
             Err(e) => {
                 if now >= measure_from {

@@ -6,6 +6,7 @@
 #   - compare --smoke: MonoFS and nfs-ganesha (in a private network namespace, as root) on
 #     a small generated repository, ~1 s per workload
 #   - ingest --smoke (2,000 files) and engine --smoke (32 MiB, QD 1/16/64, fio beside it)
+#   - the fio jobs of bench/fio against a kernel mount in the VM (2 s each)
 #   - tuning/tune.sh prints current vs recommended without changing anything
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
@@ -77,6 +78,18 @@ if command -v fio >/dev/null; then
         json_check "$OUT/engine/results.json" 'len([p for p in v["points"] if p["system"] == "fio" and p["iops"] > 0]) == 6'
 fi
 e2e_host_check "engine: the plot is an SVG" svg_check "$OUT/engine/engine.svg"
+
+step "fio jobs in the kernel-client VM (bench/fio/run-vm.sh --smoke)"
+if command -v fio >/dev/null; then
+    rc=0
+    timeout 600 "$MONOFS_ROOT/bench/fio/run-vm.sh" --smoke --out "$OUT/fio-vm" || rc=$?
+    e2e_host_check "fio run-vm.sh --smoke exits 0 (status $rc)" test "$rc" = 0
+    for j in metadata-small-files seqread randread; do
+        e2e_host_check "fio $j: JSON collected from the VM" json_check "$OUT/fio-vm/$j.json" 'v["jobs"][0]["read"]["total_ios"] > 0'
+    done
+else
+    e2e_host_fail "fio not installed (.ci/run installs it)"
+fi
 
 step "tuning/tune.sh (report only)"
 rc=0

@@ -29,7 +29,10 @@ fn run(
     req: &IngestRequest,
 ) -> (Result<monofs_net::ns::NsEntry, IngestError>, Vec<String>) {
     let mut phases = Vec::new();
-    let r = ingest(cache, req, &mut |p, _, _| phases.push(p.to_string()));
+    let r = ingest(cache, req, &mut |p, _, _| phases.push(p.to_string())).map(|mut v| {
+        assert_eq!(v.len(), 1, "a Git ingest publishes one entry");
+        v.remove(0)
+    });
     (r, phases)
 }
 
@@ -440,7 +443,8 @@ fn throughput_many_small_files() {
             calls.fetch_add(1, Ordering::Relaxed);
         },
     )
-    .unwrap();
+    .unwrap()
+    .remove(0);
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
         "ingested 3000 files / {} KiB in {secs:.2}s ({:.0} objects/s) in {} PUT_BATCH",

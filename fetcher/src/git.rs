@@ -323,12 +323,13 @@ pub(crate) fn fetch_default_refs(repo: &Path, url: &str, timeout: Duration) -> R
 }
 
 /// The branch the remote's HEAD points at (`main`), if the remote says.
-pub(crate) fn remote_head_branch(url: &str) -> Option<String> {
+/// Bounded by `LS_REMOTE_TIMEOUT` and by `timeout` (the fetch timeout), whichever is shorter.
+pub(crate) fn remote_head_branch(url: &str, timeout: Duration) -> Option<String> {
     let mut c = git(None);
     c.args(["ls-remote", "--symref", "--end-of-options"])
         .arg(url)
         .arg("HEAD");
-    let o = run(c, LS_REMOTE_TIMEOUT, url).ok()?;
+    let o = run(c, LS_REMOTE_TIMEOUT.min(timeout), url).ok()?;
     if !o.status.success() {
         return None;
     }

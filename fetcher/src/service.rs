@@ -40,7 +40,8 @@ struct Flight {
     cv: Condvar,
 }
 
-type FlightKey = (Oid, u32, u32);
+/// Blob, chunk range, and a hash of the target nodes and replication.
+type FlightKey = (Oid, u32, u32, u64);
 
 pub(crate) struct Service {
     pub cache: Arc<Cache>,
@@ -124,7 +125,7 @@ impl Service {
                 self.cache.measure(&repo_dir);
                 self.cache.kick();
                 let f = f?;
-                let head = if req.git_ref.is_empty() { git::remote_head_branch(&fetch_url) } else { None };
+                let head = if req.git_ref.is_empty() { git::remote_head_branch(&fetch_url, self.fetch_timeout) } else { None };
                 Ok::<_, IngestError>((f, head))
             });
             let mut last = Instant::now();
@@ -227,7 +228,15 @@ impl Service {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         let _dec = crate::Slot(&self.inflight);
         self.fetch_blobs.fetch_add(1, Ordering::Relaxed);
-        let key = (req.oid, req.first_chunk, req.chunks);
+        let mut nodes = Vec::new();
+        for n in &req.nodes {
+            nodes.extend_from_slice(n.id.as_bytes());
+            nodes.push(0);
+            nodes.extend_from_slice(n.addr.as_bytes());
+            nodes.push(0);
+        }
+        nodes.extend_from_slice(&req.replication.to_be_bytes());
+        let key = (req.oid, req.first_chunk, req.chunks, xxh3_64(&nodes));
         let (flight, leader) = {
             let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             match f.get(&key) {

@@ -16,6 +16,13 @@ BENCH="$MONOFS_ROOT/target/release/monofs-bench"
 [ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
 export MONOFS_BENCH_NO_BUILD=1
 
+# own check helpers: this script depends only on the stable parts of common.sh
+BENCH_PASSED=0 BENCH_FAILED=0
+bench_ok() { BENCH_PASSED=$((BENCH_PASSED + 1)); echo "ok: $*"; }
+bench_fail() { BENCH_FAILED=$((BENCH_FAILED + 1)); echo "FAIL: $*"; }
+bench_check() { local m="$1"; shift; if "$@"; then bench_ok "$m"; else bench_fail "$m"; fi; }
+bench_done() { echo "checks: $BENCH_PASSED passed, $BENCH_FAILED failed"; [ "$BENCH_FAILED" = 0 ]; }
+
 t_start=$(date +%s)
 step() { echo; echo "== $* (+$(( $(date +%s) - t_start ))s)"; }
 OUT="$E2E_TMP/bench"
@@ -35,7 +42,7 @@ svg_check() { python3 -c 'import sys, xml.dom.minidom as m; d = m.parse(sys.argv
 
 step "nfs against the raw-TCP peer"
 timeout 60 "$BENCH" nfs --server raw --workloads seq1m,read4k --duration 1 --warmup 0.2 --json "$OUT/raw.json"
-e2e_host_check "nfs raw: JSON with ops and latencies for both workloads" \
+bench_check "nfs raw: JSON with ops and latencies for both workloads" \
     json_check "$OUT/raw.json" 'len(v) == 2 and all(r["ops"] > 0 and r["errors"] == 0 and r["latency"]["p99_us"] >= r["latency"]["p50_us"] > 0 for r in v)'
 
 step "compare --smoke"
@@ -45,59 +52,59 @@ if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && [ -x /usr/bin/ganesha.
 fi
 rc=0
 timeout 240 "$BENCH" compare --smoke --monofs-bin "$MONOFS_BIN" --out "$OUT/compare" || rc=$?
-e2e_host_check "compare --smoke exits 0 (status $rc)" test "$rc" = 0
-e2e_host_check "compare: results.json has every workload for monofs" \
+bench_check "compare --smoke exits 0 (status $rc)" test "$rc" = 0
+bench_check "compare: results.json has every workload for monofs" \
     json_check "$OUT/compare/results.json" '{r["workload"] for r in v["results"] if r["target"] == "monofs" and r["ops"] > 0} == {"getattr", "lookup", "readdirplus", "read4k", "seq1m", "build"}'
-e2e_host_check "compare: raw-TCP ceiling measured" \
+bench_check "compare: raw-TCP ceiling measured" \
     json_check "$OUT/compare/results.json" 'any(r["target"] == "raw-tcp" and r["mb_per_s"] > 0 for r in v["results"])'
 if [ "$ganesha" = 1 ]; then
-    e2e_host_check "compare: nfs-ganesha measured for every workload, ratios in the table" \
+    bench_check "compare: nfs-ganesha measured for every workload, ratios in the table" \
         json_check "$OUT/compare/results.json" 'len([r for r in v["results"] if r["target"] == "ganesha" and r["ops"] > 0]) == 6 and len(v["rows"]) >= 8 and all(r["ratio"] > 0 for r in v["rows"])'
 else
     echo "note: not root or nfs-ganesha/rpcbind missing (.ci/run installs them): compared with raw TCP only"
 fi
-e2e_host_check "compare: the plot is an SVG" svg_check "$OUT/compare/compare.svg"
-e2e_host_check "compare: table.md written" grep -q '| workload |' "$OUT/compare/table.md"
+bench_check "compare: the plot is an SVG" svg_check "$OUT/compare/compare.svg"
+bench_check "compare: table.md written" grep -q '| workload |' "$OUT/compare/table.md"
 
 step "ingest --smoke"
 rc=0
 timeout 120 "$BENCH" ingest --smoke --monofs-bin "$MONOFS_BIN" --out "$OUT/ingest" || rc=$?
-e2e_host_check "ingest --smoke exits 0 (status $rc)" test "$rc" = 0
-e2e_host_check "ingest: listable, fetched and git clone times in results.json" \
+bench_check "ingest --smoke exits 0 (status $rc)" test "$rc" = 0
+bench_check "ingest: listable, fetched and git clone times in results.json" \
     json_check "$OUT/ingest/results.json" 'v["monofs_listable_s"] > 0 and v["monofs_fully_fetched_s"] > 0 and v["git_clone_depth1_s"] > 0'
-e2e_host_check "ingest: the plot is an SVG" svg_check "$OUT/ingest/ingest.svg"
+bench_check "ingest: the plot is an SVG" svg_check "$OUT/ingest/ingest.svg"
 
 step "engine --smoke"
 rc=0
 timeout 120 "$BENCH" engine --smoke --dir "$E2E_TMP/engine" --out "$OUT/engine" || rc=$?
-e2e_host_check "engine --smoke exits 0 (status $rc)" test "$rc" = 0
-e2e_host_check "engine: GET and PUT points at QD 1, 16, 64" \
+bench_check "engine --smoke exits 0 (status $rc)" test "$rc" = 0
+bench_check "engine: GET and PUT points at QD 1, 16, 64" \
     json_check "$OUT/engine/results.json" 'sorted((p["op"], p["qd"]) for p in v["points"] if p["system"] == "engine" and p["iops"] > 0) == [("get", 1), ("get", 16), ("get", 64), ("put", 1), ("put", 16), ("put", 64)]'
 if command -v fio >/dev/null; then
-    e2e_host_check "engine: fio measured beside it" \
+    bench_check "engine: fio measured beside it" \
         json_check "$OUT/engine/results.json" 'len([p for p in v["points"] if p["system"] == "fio" and p["iops"] > 0]) == 6'
 fi
-e2e_host_check "engine: the plot is an SVG" svg_check "$OUT/engine/engine.svg"
+bench_check "engine: the plot is an SVG" svg_check "$OUT/engine/engine.svg"
 
 step "fio jobs in the kernel-client VM (bench/fio/run-vm.sh --smoke)"
 if command -v fio >/dev/null; then
     rc=0
     timeout 600 "$MONOFS_ROOT/bench/fio/run-vm.sh" --smoke --out "$OUT/fio-vm" || rc=$?
-    e2e_host_check "fio run-vm.sh --smoke exits 0 (status $rc)" test "$rc" = 0
+    bench_check "fio run-vm.sh --smoke exits 0 (status $rc)" test "$rc" = 0
     for j in metadata-small-files seqread randread; do
-        e2e_host_check "fio $j: JSON collected from the VM" json_check "$OUT/fio-vm/$j.json" 'v["jobs"][0]["read"]["total_ios"] > 0'
+        bench_check "fio $j: JSON collected from the VM" json_check "$OUT/fio-vm/$j.json" 'v["jobs"][0]["read"]["total_ios"] > 0'
     done
 else
-    e2e_host_fail "fio not installed (.ci/run installs it)"
+    bench_fail "fio not installed (.ci/run installs it)"
 fi
 
 step "tuning/tune.sh (report only)"
 rc=0
 "$MONOFS_ROOT/tuning/tune.sh" >"$OUT/tune.txt" 2>&1 || rc=$?
 sed 's/^/    /' "$OUT/tune.txt" | head -40
-e2e_host_check "tune.sh without --apply exits 0 and prints current vs recommended" \
+bench_check "tune.sh without --apply exits 0 and prints current vs recommended" \
     sh -c "test $rc = 0 && grep -q 'recommended' '$OUT/tune.txt'"
 
 echo
 echo "total $(( $(date +%s) - t_start ))s"
-e2e_host_done
+bench_done

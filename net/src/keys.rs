@@ -30,11 +30,13 @@ pub fn namespace() -> Vec<u8> {
     k
 }
 
-/// The bytes HRW places a key by: the object id for trees and blobs (so all
-/// chunks of a blob live on the same nodes), the key itself otherwise.
+/// The bytes HRW places a key by: the object id for trees, the object id and
+/// chunk number for blob chunks (so a big file's chunks spread over the nodes
+/// and are read from all of them at once), the key itself otherwise.
 pub fn placement(key: &[u8]) -> &[u8] {
     match key.first() {
-        Some(&TREE) | Some(&BLOB) if key.len() >= 21 => &key[1..21],
+        Some(&TREE) if key.len() >= 21 => &key[1..21],
+        Some(&BLOB) if key.len() >= 25 => &key[1..25],
         Some(&NAMESPACE) => &key[1..],
         _ => key,
     }
@@ -50,9 +52,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_of_a_blob_share_placement() {
+    fn placements() {
         let oid = [7u8; 20];
-        assert_eq!(placement(&blob_chunk(&oid, 0)), placement(&blob_chunk(&oid, 9)));
+        assert_ne!(placement(&blob_chunk(&oid, 0)), placement(&blob_chunk(&oid, 9)));
+        assert_eq!(placement(&blob_chunk(&oid, 3)), &blob_chunk(&oid, 3)[1..]);
         assert_eq!(placement(&tree(&oid)), &oid[..]);
         assert_eq!(placement(&namespace()), NS_PLACEMENT);
         assert_eq!(chunk_count(0), 0);

@@ -232,8 +232,12 @@ impl Router {
                 tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, got = data.len(), want = len, "short blob chunk");
                 return Err(Status::Io);
             }
-            out.extend_from_slice(&data);
             pos += len as u64;
+            if out.is_empty() && pos == end {
+                // The whole READ fell within one chunk: hand the node's buffer on.
+                return Ok(data);
+            }
+            out.extend_from_slice(&data);
         }
         Ok(out)
     }

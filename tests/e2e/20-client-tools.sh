@@ -23,7 +23,7 @@ step() { echo; echo "== $* (+$(( $(date +%s) - t_start ))s)"; }
 [ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
 
 step "test repositories"
-e2e_host_repos
+e2e_repos_locked
 REAL_MF=$(e2e_manifest real)
 CONTENT_MF=$(e2e_manifest content)
 REAL_COMMIT=$(git -C "$MONOFS_TEST_REPOS/real" rev-parse main)
@@ -37,7 +37,7 @@ mkdir -p "$SRC"
 git clone -q --no-checkout "$MONOFS_TEST_REPOS/real" "$SRC/real"
 git -C "$SRC/real" branch -q -f main "$REAL_COMMIT" 2>/dev/null || true
 restore_src() { [ -d "$SRC/real.moved" ] && mv "$SRC/real.moved" "$SRC/real" || true; }
-if declare -F e2e_at_exit >/dev/null; then e2e_at_exit restore_src; else trap 'restore_src; _e2e_cleanup' EXIT; fi
+e2e_at_exit restore_src
 
 http_get() {
     python3 - "$1" <<'PY'
@@ -46,7 +46,7 @@ with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
     sys.stdout.buffer.write(r.read())
 PY
 }
-repos_json() { http_get "$E2E_HOST_ROUTER/api/repos" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), sort_keys=True))'; }
+repos_json() { http_get "$E2E_ROUTER/api/repos" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), sort_keys=True))'; }
 
 cat > "$E2E_TMP/verify.py" <<'PY'
 """Checks driven by a manifest: verify.py MODE MANIFEST NS_PREFIX [ARGS]"""
@@ -156,36 +156,36 @@ verify() { python3 "$E2E_TMP/verify.py" "$@"; }
 
 step "cluster: 2 nodes x 2 shards"
 DATA="$E2E_TMP/data"
-e2e_host_up "$DATA" --nodes 2 --shards 2
-echo "NFS $E2E_HOST_SERVER, HTTP $E2E_HOST_ROUTER, pid $E2E_HOST_PID"
-e2e_host_check "GET /api/repos is an empty list before any ingest" test "$(repos_json)" = "[]"
+e2e_up "$DATA" --nodes 2 --shards 2
+echo "NFS $E2E_SERVER, HTTP $E2E_ROUTER, pid $E2E_UP_PID"
+e2e_check "GET /api/repos is an empty list before any ingest" test "$(repos_json)" = "[]"
 
 step "ingest real (piped: plain progress on stderr)"
 t0=$(date +%s.%N)
 set +e
-"$MONOFS_BIN" ingest "$SRC/real" --router "$E2E_HOST_ROUTER" >"$E2E_TMP/ingest-real.out" 2>"$E2E_TMP/ingest-real.err" </dev/null
+"$MONOFS_BIN" ingest "$SRC/real" --router "$E2E_ROUTER" >"$E2E_TMP/ingest-real.out" 2>"$E2E_TMP/ingest-real.err" </dev/null
 rc=$?
 set -e
 echo "ingest real: rc=$rc in $(python3 -c "import time; print(round(time.time() - $t0, 1))")s; stderr:"
 sed 's/^/    /' "$E2E_TMP/ingest-real.err"
-e2e_host_check "ingest real exits 0" test "$rc" = 0
-e2e_host_check "ingest real prints nothing on stdout" test ! -s "$E2E_TMP/ingest-real.out"
-e2e_host_check "ingest real: plain progress lines ([N.Ns] phase: ...)" grep -qE '^\[[0-9]+\.[0-9]s\] [a-z ]+: [0-9]+ objects' "$E2E_TMP/ingest-real.err"
-e2e_host_check "ingest real: no terminal control characters when piped" \
+e2e_check "ingest real exits 0" test "$rc" = 0
+e2e_check "ingest real prints nothing on stdout" test ! -s "$E2E_TMP/ingest-real.out"
+e2e_check "ingest real: plain progress lines ([N.Ns] phase: ...)" grep -qE '^\[[0-9]+\.[0-9]s\] [a-z ]+: [0-9]+ objects' "$E2E_TMP/ingest-real.err"
+e2e_check "ingest real: no terminal control characters when piped" \
     python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); sys.exit(1 if (b"\r" in d or b"\x1b" in d) else 0)' "$E2E_TMP/ingest-real.err"
-e2e_host_check "ingest real: last line 'ingested ... at $REAL_COMMIT into local/real'" \
+e2e_check "ingest real: last line 'ingested ... at $REAL_COMMIT into local/real'" \
     sh -c "tail -n1 '$E2E_TMP/ingest-real.err' | grep -qE '^ingested .* at $REAL_COMMIT into /?local/real '"
 
 step "ingest content --json"
 t0=$(date +%s.%N)
 set +e
-"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --json --router "$E2E_HOST_ROUTER" >"$E2E_TMP/ingest-content.out" 2>"$E2E_TMP/ingest-content.err" </dev/null
+"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --json --router "$E2E_ROUTER" >"$E2E_TMP/ingest-content.out" 2>"$E2E_TMP/ingest-content.err" </dev/null
 rc=$?
 set -e
 echo "ingest content: rc=$rc in $(python3 -c "import time; print(round(time.time() - $t0, 1))")s; stdout: $(cat "$E2E_TMP/ingest-content.out")"
 tail -n 3 "$E2E_TMP/ingest-content.err" | sed 's/^/    /'
-e2e_host_check "ingest content --json exits 0" test "$rc" = 0
-e2e_host_check "ingest --json prints exactly one JSON object (path, commit) on stdout" python3 - "$E2E_TMP/ingest-content.out" "$CONTENT_COMMIT" <<'PY'
+e2e_check "ingest content --json exits 0" test "$rc" = 0
+e2e_check "ingest --json prints exactly one JSON object (path, commit) on stdout" python3 - "$E2E_TMP/ingest-content.out" "$CONTENT_COMMIT" <<'PY'
 import json, sys
 lines = open(sys.argv[1]).read().splitlines()
 assert len(lines) == 1, lines
@@ -194,8 +194,8 @@ assert isinstance(v, dict), v
 assert v["commit"] == sys.argv[2], v
 assert v["path"].strip("/") == "local/content", v
 PY
-e2e_host_check "ingest --json still reports progress on stderr" grep -qE '^\[[0-9.]+s\] ' "$E2E_TMP/ingest-content.err"
-e2e_host_check "GET /api/repos lists both repositories at their commits" python3 - "$E2E_HOST_ROUTER" "$REAL_COMMIT" "$CONTENT_COMMIT" <<'PY'
+e2e_check "ingest --json still reports progress on stderr" grep -qE '^\[[0-9.]+s\] ' "$E2E_TMP/ingest-content.err"
+e2e_check "GET /api/repos lists both repositories at their commits" python3 - "$E2E_ROUTER" "$REAL_COMMIT" "$CONTENT_COMMIT" <<'PY'
 import json, sys, urllib.request
 v = json.load(urllib.request.urlopen(sys.argv[1] + "/api/repos", timeout=10))
 got = {e["path"]: e["commit"] for e in v}
@@ -226,13 +226,13 @@ if mode == "errors":
         print(f"    {method} {path} {body!r}: {r.status} {data.decode().strip()[:100]}")
 elif mode == "stream":
     # POST /api/ingest streams NDJSON: progress lines, then one {"done": ...} line, then
-    # the response must end (Connection: close) so plain HTTP clients return.
+    # the response must end (the zero chunk) so plain HTTP clients return.
     c, r = req("POST", "/api/ingest", json.dumps({"url": sys.argv[3]}))
     assert r.status == 200, r.status
     lines, done_at = [], None
     while True:
         try:
-            line = r.fp.readline()
+            line = r.readline()
         except TimeoutError:
             print(f"    {len(lines)} lines; no end of response {time.time() - done_at:.0f}s after the done line"
                   if done_at else f"    {len(lines)} lines; timed out before the done line")
@@ -243,44 +243,45 @@ elif mode == "stream":
         lines.append(v)
         if "done" in v:
             done_at = time.time()
-            c.sock.settimeout(5)
+            if c.sock is not None:  # None once the response has ended
+                c.sock.settimeout(5)
             assert v["done"] is True, v
     assert done_at is not None and "done" in lines[-1], lines[-3:]
     assert all("phase" in v for v in lines[:-1]), lines
     print(f"    {len(lines)} NDJSON lines, response closed {time.time() - done_at:.2f}s after the done line")
 PY
-e2e_host_check "HTTP API: /healthz, 404 for unknown endpoints, 400 with an error for bad ingest bodies" \
-    python3 "$E2E_TMP/api_check.py" "$E2E_HOST_ROUTER" errors
-e2e_host_known_bug "POST /api/ingest: the NDJSON response ends after its done line (curl and other plain HTTP clients hang otherwise)" \
-    python3 "$E2E_TMP/api_check.py" "$E2E_HOST_ROUTER" stream "$SRC/real"
+e2e_check "HTTP API: /healthz, 404 for unknown endpoints, 400 with an error for bad ingest bodies" \
+    python3 "$E2E_TMP/api_check.py" "$E2E_ROUTER" errors
+e2e_check "POST /api/ingest: the NDJSON response ends after its done line" \
+    python3 "$E2E_TMP/api_check.py" "$E2E_ROUTER" stream "$SRC/real"
 
 step "monofs cat: every file of real"
 t0=$(date +%s)
-e2e_host_check "cat: every file of real matches the manifest" verify cat "$REAL_MF" /local/real all
+e2e_check "cat: every file of real matches the manifest" verify cat "$REAL_MF" /local/real all
 echo "($(( $(date +%s) - t0 ))s)"
 
 step "monofs cat: content (all but many/, plus 100 of many/)"
 t0=$(date +%s)
-e2e_host_check "cat: content files (sizes/, big/, names/, ...) match the manifest" verify cat "$CONTENT_MF" /local/content nomany 100
+e2e_check "cat: content files (sizes/, big/, names/, ...) match the manifest" verify cat "$CONTENT_MF" /local/content nomany 100
 echo "($(( $(date +%s) - t0 ))s)"
 
 step "monofs stat --json"
 REAL_TIME=$(git -C "$MONOFS_TEST_REPOS/real" log -1 --format=%ct main)
 CONTENT_TIME=$(git -C "$MONOFS_TEST_REPOS/content" log -1 --format=%ct main)
-e2e_host_check "stat: real types/modes/sizes/mtimes" verify stat "$REAL_MF" /local/real "$REAL_TIME"
-e2e_host_check "stat: content types/modes/sizes/mtimes/symlink targets" verify stat "$CONTENT_MF" /local/content "$CONTENT_TIME"
+e2e_check "stat: real types/modes/sizes/mtimes" verify stat "$REAL_MF" /local/real "$REAL_TIME"
+e2e_check "stat: content types/modes/sizes/mtimes/symlink targets" verify stat "$CONTENT_MF" /local/content "$CONTENT_TIME"
 
 step "monofs ls"
 t0=$(date +%s)
-e2e_host_check "ls: many/ (20,000 entries) lists every name exactly once" verify ls "$CONTENT_MF" /local/content many
+e2e_check "ls: many/ (20,000 entries) lists every name exactly once" verify ls "$CONTENT_MF" /local/content many
 echo "($(( $(date +%s) - t0 ))s)"
 for d in . names sort links vendor/sub; do
-    e2e_host_check "ls: content/$d matches the manifest" verify ls "$CONTENT_MF" /local/content "$d"
+    e2e_check "ls: content/$d matches the manifest" verify ls "$CONTENT_MF" /local/content "$d"
 done
-e2e_host_check "ls: real/ matches the manifest" verify ls "$REAL_MF" /local/real .
-e2e_host_check "ls --json / parses and lists local" \
+e2e_check "ls: real/ matches the manifest" verify ls "$REAL_MF" /local/real .
+e2e_check "ls --json / parses and lists local" \
     sh -c "'$MONOFS_BIN' ls --json / | python3 -c 'import json,sys; v=json.load(sys.stdin); assert [e[\"name\"] for e in v] == [\"local\"], v'"
-e2e_host_check "ls /local lists content and real" \
+e2e_check "ls /local lists content and real" \
     test "$("$MONOFS_BIN" ls /local | LC_ALL=C sort | tr '\n' ' ')" = "content real "
 
 step "exit codes"
@@ -288,12 +289,12 @@ expect_rc() {  # expect_rc WANT DESCRIPTION CMD...
     local want="$1" what="$2" rc=0; shift 2
     "$@" >"$E2E_TMP/rc.out" 2>"$E2E_TMP/rc.err" || rc=$?
     if [ "$rc" = "$want" ] && [ -s "$E2E_TMP/rc.err" ]; then
-        e2e_host_ok "$what: exit $rc ($(head -c 200 "$E2E_TMP/rc.err" | tr '\n' ' '))"
+        e2e_ok "$what: exit $rc ($(head -c 200 "$E2E_TMP/rc.err" | tr '\n' ' '))"
     else
-        e2e_host_fail "$what: exit $rc, want $want; stderr: $(head -c 300 "$E2E_TMP/rc.err")"
+        e2e_fail "$what: exit $rc, want $want; stderr: $(head -c 300 "$E2E_TMP/rc.err")"
     fi
 }
-DEAD_PORT=$(e2e_host_free_base 1)
+DEAD_PORT=$(e2e_free_ports 1)
 expect_rc 3 "cat of a missing file" "$MONOFS_BIN" cat /local/content/no-such-file
 expect_rc 3 "stat of a missing repository" "$MONOFS_BIN" stat /local/no-such-repo
 expect_rc 3 "ls of a missing directory" "$MONOFS_BIN" ls /local/content/files/nope/deeper
@@ -304,14 +305,14 @@ expect_rc 4 "ingest with an unreachable router" "$MONOFS_BIN" ingest "$SRC/real"
 
 step "libnfs tools (nfs-ls, nfs-cat)"
 if command -v nfs-cat >/dev/null && command -v nfs-ls >/dev/null; then
-    Q="version=3&nfsport=$E2E_HOST_NFS_PORT&mountport=$E2E_HOST_NFS_PORT"
+    Q="version=3&nfsport=$E2E_NFS_PORT&mountport=$E2E_NFS_PORT"
     nfs_sha() { timeout 60 nfs-cat "nfs://127.0.0.1$1?$Q" | sha256sum | cut -d' ' -f1; }
     mf_sha() { awk -F'\t' -v p="$2" '$6 == p { print $3 }' "$1"; }
     for f in Cargo.toml src/lib.rs; do
-        e2e_host_check "nfs-cat /local/real/$f equals git" test "$(nfs_sha "/local/real/$f")" = "$(mf_sha "$REAL_MF" "$f")"
+        e2e_check "nfs-cat /local/real/$f equals git" test "$(nfs_sha "/local/real/$f")" = "$(mf_sha "$REAL_MF" "$f")"
     done
     for f in sizes/s01048577 sizes/s03158073 bin/tool; do
-        e2e_host_check "nfs-cat /local/content/$f equals git" test "$(nfs_sha "/local/content/$f")" = "$(mf_sha "$CONTENT_MF" "$f")"
+        e2e_check "nfs-cat /local/content/$f equals git" test "$(nfs_sha "/local/content/$f")" = "$(mf_sha "$CONTENT_MF" "$f")"
     done
     # nfs-ls prints "mode nlink uid gid size name"; no name in these directories has a space.
     for d in real real/src content/sort; do
@@ -321,13 +322,13 @@ if command -v nfs-cat >/dev/null && command -v nfs-ls >/dev/null; then
         want=$(awk -F'\t' -v d="$rel" '$6 != "." { n = split($6, a, "/"); parent = (n == 1) ? "." : substr($6, 1, length($6) - length(a[n]) - 1); if (parent == d) print a[n] }' "$mf" | LC_ALL=C sort)
         got=$(timeout 60 nfs-ls "nfs://127.0.0.1/local/$d?$Q" | awk '{ print $NF }' | grep -vxE '\.|\.\.' | LC_ALL=C sort || true)
         if [ -n "$want" ] && [ "$got" = "$want" ]; then
-            e2e_host_ok "nfs-ls /local/$d lists the same $(echo "$want" | wc -l) names as git"
+            e2e_ok "nfs-ls /local/$d lists the same $(echo "$want" | wc -l) names as git"
         else
-            e2e_host_fail "nfs-ls /local/$d: got [$(echo $got)] want [$(echo $want)]"
+            e2e_fail "nfs-ls /local/$d: got [$(echo $got)] want [$(echo $want)]"
         fi
     done
 else
-    e2e_host_fail "libnfs-utils (nfs-ls, nfs-cat) not installed (.ci/run installs them)"
+    e2e_fail "libnfs-utils (nfs-ls, nfs-cat) not installed (.ci/run installs them)"
 fi
 
 step "bad ingests leave the namespace unchanged"
@@ -335,38 +336,38 @@ before=$(repos_json)
 bad_ingest() {  # bad_ingest DESCRIPTION MESSAGE_REGEX URL [ARGS...]
     local what="$1" re="$2" rc=0; shift 2
     local t0=$SECONDS
-    timeout 120 "$MONOFS_BIN" ingest "$@" --router "$E2E_HOST_ROUTER" >"$E2E_TMP/bad.out" 2>"$E2E_TMP/bad.err" </dev/null || rc=$?
+    timeout 120 "$MONOFS_BIN" ingest "$@" --router "$E2E_ROUTER" >"$E2E_TMP/bad.out" 2>"$E2E_TMP/bad.err" </dev/null || rc=$?
     local msg
     msg=$(grep -v '^\[' "$E2E_TMP/bad.err" | tr '\n' ' ' | head -c 300)
     if [ "$rc" = 1 ] && grep -qiE "$re" "$E2E_TMP/bad.err"; then
-        e2e_host_ok "ingest of $what: exit 1 in $((SECONDS - t0))s: $msg"
+        e2e_ok "ingest of $what: exit 1 in $((SECONDS - t0))s: $msg"
     else
-        e2e_host_fail "ingest of $what: exit $rc in $((SECONDS - t0))s (want 1 and /$re/): $msg"
+        e2e_fail "ingest of $what: exit $rc in $((SECONDS - t0))s (want 1 and /$re/): $msg"
     fi
 }
-GIT_DEAD_PORT=$(e2e_host_free_base 1)
+GIT_DEAD_PORT=$(e2e_free_ports 1)
 bad_ingest "a non-existent path" "not found|no such|does not exist|not a git|cannot|failed" "$E2E_TMP/no/such/repo"
 bad_ingest "a non-existent ref" "nope" "$MONOFS_TEST_REPOS/content" --ref nope
 bad_ingest "an unreachable git:// port" "refused|unreachable|connect|failed" "git://127.0.0.1:$GIT_DEAD_PORT/repo.git"
 bad_ingest "an unsupported scheme (ftp://)" "scheme" "ftp://127.0.0.1/repo.git"
 bad_ingest "git's ext:: transport" "scheme|unsupported|refused|not allowed|failed" "ext::sh -c touch% $E2E_TMP/ext-ran"
-e2e_host_check "ext:: did not run a command" test ! -e "$E2E_TMP/ext-ran"
+e2e_check "ext:: did not run a command" test ! -e "$E2E_TMP/ext-ran"
 after=$(repos_json)
-e2e_host_check "GET /api/repos unchanged after the bad ingests" test "$before" = "$after"
-e2e_host_check "content still served after the bad ingests" \
+e2e_check "GET /api/repos unchanged after the bad ingests" test "$before" = "$after"
+e2e_check "content still served after the bad ingests" \
     test "$("$MONOFS_BIN" cat /local/content/files/hello.txt)" = "hello, world"
 
 step "metrics"
-http_get "$E2E_HOST_ROUTER/metrics" >"$E2E_TMP/metrics.txt"
+http_get "$E2E_ROUTER/metrics" >"$E2E_TMP/metrics.txt"
 grep '^monofs_router_' "$E2E_TMP/metrics.txt" | sed 's/^/    /'
-e2e_host_check "/metrics has monofs_router_nfs_ops_total with reads counted" \
+e2e_check "/metrics has monofs_router_nfs_ops_total with reads counted" \
     python3 - "$E2E_TMP/metrics.txt" <<'PY'
 import re, sys
 ops = {m[0]: float(m[1]) for m in re.findall(r'^monofs_router_nfs_ops_total\{op="(\w+)"\} (\S+)$', open(sys.argv[1]).read(), re.M)}
 assert ops.get("read", 0) > 0 and ops.get("lookup", 0) > 0 and ops.get("readdir", 0) > 0, ops
 PY
-e2e_host_check "/metrics counts the ingests" grep -qE '^monofs_router_ingests_total [2-9]' "$E2E_TMP/metrics.txt"
-e2e_host_check "/metrics counts the failed ingests" grep -qE '^monofs_router_ingests_failed_total [1-9]' "$E2E_TMP/metrics.txt"
+e2e_check "/metrics counts the ingests" grep -qE '^monofs_router_ingests_total [2-9]' "$E2E_TMP/metrics.txt"
+e2e_check "/metrics counts the failed ingests" grep -qE '^monofs_router_ingests_failed_total [1-9]' "$E2E_TMP/metrics.txt"
 
 step "restart on the same data directory"
 SAMPLE=(real/Cargo.toml real/src/lib.rs content/sizes/s01048576 content/bin/tool "content/names/héllo wörld.txt" content/big/big.bin)
@@ -374,28 +375,28 @@ sums() { local p; for p in "${SAMPLE[@]}"; do printf '%s %s\n' "$("$MONOFS_BIN" 
 sums >"$E2E_TMP/sums.before"
 repos_json >"$E2E_TMP/repos.before"
 t0=$(date +%s.%N)
-rc=0; e2e_host_stop 10 || rc=$?
+rc=0; e2e_stop "$E2E_UP_PID" 10 || rc=$?
 dt=$(python3 -c "import time; print(round(time.time() - $t0, 2))")
-e2e_host_check "SIGTERM: monofs up exits 0 (status $rc after ${dt}s)" test "$rc" = 0
+e2e_check "SIGTERM: monofs up exits 0 (status $rc after ${dt}s)" test "$rc" = 0
 
-e2e_host_up "$DATA" --nodes 2 --shards 2
+e2e_up "$DATA" --nodes 2 --shards 2
 repos_json >"$E2E_TMP/repos.after"
-e2e_host_check "restart: GET /api/repos identical without ingesting" cmp -s "$E2E_TMP/repos.before" "$E2E_TMP/repos.after"
+e2e_check "restart: GET /api/repos identical without ingesting" cmp -s "$E2E_TMP/repos.before" "$E2E_TMP/repos.after"
 sums >"$E2E_TMP/sums.after"
-e2e_host_check "restart: same sha256 for ${#SAMPLE[@]} files" cmp -s "$E2E_TMP/sums.before" "$E2E_TMP/sums.after"
-e2e_host_check "restart: every file of real still matches" verify cat "$REAL_MF" /local/real all
+e2e_check "restart: same sha256 for ${#SAMPLE[@]} files" cmp -s "$E2E_TMP/sums.before" "$E2E_TMP/sums.after"
+e2e_check "restart: every file of real still matches" verify cat "$REAL_MF" /local/real all
 
 mv "$SRC/real" "$SRC/real.moved"
-rc=0; e2e_host_stop 10 || rc=$?
-e2e_host_check "SIGTERM again: exit 0" test "$rc" = 0
-e2e_host_up "$DATA" --nodes 2 --shards 2
-e2e_host_check "source moved away: every file of real still matches" verify cat "$REAL_MF" /local/real all
+rc=0; e2e_stop "$E2E_UP_PID" 10 || rc=$?
+e2e_check "SIGTERM again: exit 0" test "$rc" = 0
+e2e_up "$DATA" --nodes 2 --shards 2
+e2e_check "source moved away: every file of real still matches" verify cat "$REAL_MF" /local/real all
 sums >"$E2E_TMP/sums.moved"
-e2e_host_check "source moved away: same sha256 for ${#SAMPLE[@]} files" cmp -s "$E2E_TMP/sums.before" "$E2E_TMP/sums.moved"
+e2e_check "source moved away: same sha256 for ${#SAMPLE[@]} files" cmp -s "$E2E_TMP/sums.before" "$E2E_TMP/sums.moved"
 restore_src
-rc=0; e2e_host_stop 10 || rc=$?
-e2e_host_check "final SIGTERM: exit 0" test "$rc" = 0
+rc=0; e2e_stop "$E2E_UP_PID" 10 || rc=$?
+e2e_check "final SIGTERM: exit 0" test "$rc" = 0
 
 echo
 echo "total $(( $(date +%s) - t_start ))s"
-e2e_host_done
+e2e_done

@@ -20,13 +20,13 @@ set -euo pipefail
 t_start=$(date +%s)
 [ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
 
-e2e_host_repos
+e2e_repos_locked
 CONTENT_MF=$(e2e_manifest content)
 
-e2e_host_up "$E2E_TMP/data" --nodes 2 --shards 1
-echo "NFS $E2E_HOST_SERVER, HTTP $E2E_HOST_ROUTER, pid $E2E_HOST_PID"
-"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --router "$E2E_HOST_ROUTER" </dev/null 2>&1 | tail -n 1
-e2e_host_check "content ingested" "$MONOFS_BIN" stat /local/content/README.md >/dev/null
+e2e_up "$E2E_TMP/data" --nodes 2 --shards 1
+echo "NFS $E2E_SERVER, HTTP $E2E_ROUTER, pid $E2E_UP_PID"
+"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --router "$E2E_ROUTER" </dev/null 2>&1 | tail -n 1
+e2e_check "content ingested" "$MONOFS_BIN" stat /local/content/README.md >/dev/null
 
 # the names of many/, as the manifest has them
 awk -F'\t' '$6 ~ /^many\// { sub(/^many\//, "", $6); print $6 }' "$CONTENT_MF" >"$E2E_TMP/many.names"
@@ -466,22 +466,22 @@ PY
 
 echo
 rc=0
-timeout 300 python3 "$E2E_TMP/rpc.py" "$E2E_HOST_NFS_PORT" "$E2E_TMP/many.names" || rc=$?
-e2e_host_check "raw RPC checks (status $rc)" test "$rc" = 0
+timeout 300 python3 "$E2E_TMP/rpc.py" "$E2E_NFS_PORT" "$E2E_TMP/many.names" || rc=$?
+e2e_check "raw RPC checks (status $rc)" test "$rc" = 0
 
 echo
 echo "== aftermath"
 want=$(awk -F'\t' '$6 == "sizes/s01048577" { print $3 }' "$CONTENT_MF")
 got=$("$MONOFS_BIN" cat /local/content/sizes/s01048577 | sha256sum | cut -d' ' -f1)
-e2e_host_check "monofs cat still works (sizes/s01048577 sha256)" test "$got" = "$want"
-e2e_host_check "monofs ls still works" test "$("$MONOFS_BIN" ls /local/content/many | wc -l)" = 20000
-e2e_host_check "router process (monofs up, pid $E2E_HOST_PID) still alive" kill -0 "$E2E_HOST_PID"
-if grep -qiE 'panic|SIGSEGV|overflow' "$E2E_HOST_UP_LOG"; then
-    e2e_host_fail "monofs up log mentions a panic:"; grep -iE 'panic|SIGSEGV|overflow' "$E2E_HOST_UP_LOG" | head -5
+e2e_check "monofs cat still works (sizes/s01048577 sha256)" test "$got" = "$want"
+e2e_check "monofs ls still works" test "$("$MONOFS_BIN" ls /local/content/many | wc -l)" = 20000
+e2e_check "router process (monofs up, pid $E2E_UP_PID) still alive" kill -0 "$E2E_UP_PID"
+if grep -qiE 'panic|SIGSEGV|overflow' "$E2E_UP_LOG"; then
+    e2e_fail "monofs up log mentions a panic:"; grep -iE 'panic|SIGSEGV|overflow' "$E2E_UP_LOG" | head -5
 else
-    e2e_host_ok "no panic in the monofs up log"
+    e2e_ok "no panic in the monofs up log"
 fi
-rc=0; e2e_host_stop 10 || rc=$?
-e2e_host_check "SIGTERM after the abuse: exit 0" test "$rc" = 0
+rc=0; e2e_stop "$E2E_UP_PID" 10 || rc=$?
+e2e_check "SIGTERM after the abuse: exit 0" test "$rc" = 0
 echo "total $(( $(date +%s) - t_start ))s"
-e2e_host_done
+e2e_done

@@ -81,9 +81,12 @@ e2e_vm() { "$MONOFS_ROOT/vm/run.sh" "$@"; }
 #                      start `monofs up --data-dir DATA_DIR` on free ports (NFS, HTTP, nodes,
 #                      fetcher; ARGS may override --port and add --nodes/--shards/...), wait
 #                      until NFS and HTTP accept connections. Sets E2E_NFS_PORT,
-#                      E2E_HTTP_PORT, E2E_ROUTER (http://127.0.0.1:PORT), E2E_UP_PID, E2E_UP_LOG.
+#                      E2E_HTTP_PORT, E2E_ROUTER (http://127.0.0.1:PORT), E2E_SERVER
+#                      (127.0.0.1:NFS; both also as MONOFS_ROUTER/MONOFS_SERVER for the
+#                      CLI), E2E_UP_PID, E2E_UP_LOG. A second call (a restart) reuses the ports.
 #   e2e_ingest URL [monofs ingest ARGS...]   ingest into the cluster of the last e2e_up
-#   e2e_stop PID       SIGTERM PID (an e2e_bg child) and wait for it (SIGKILL after 20 s)
+#   e2e_stop PID [SECS]  SIGTERM PID (an e2e_bg child), wait up to SECS (20) for it, then
+#                      SIGKILL; returns its exit status (124 if it had to be killed)
 #   e2e_at_exit CMD    run CMD (eval) at exit, before the e2e_bg processes are killed
 #   e2e_secs           seconds since the script started (for timing lines)
 _e2e_t0=$(date +%s.%N)
@@ -161,17 +164,23 @@ e2e_up() {
         esac
         prev="$a"
     done
-    local ports
-    ports=($(e2e_free_ports 3))
-    E2E_HTTP_PORT=${ports[1]}
-    local fetcher=${ports[2]} nodebase
-    nodebase=$(_e2e_node_base "$nodes" "$shards")
+    # A restart in the same script keeps its addresses, as a restarted deployment would.
+    if [ -z "${_e2e_up_ports:-}" ]; then
+        local ports
+        ports=($(e2e_free_ports 3))
+        _e2e_up_ports="${ports[0]} ${ports[1]} ${ports[2]} $(_e2e_node_base "$nodes" "$shards")"
+    fi
+    local p_nfs p_http fetcher nodebase
+    read -r p_nfs p_http fetcher nodebase <<<"$_e2e_up_ports"
+    E2E_HTTP_PORT=$p_http
     if [ -z "$port" ]; then
-        port=${ports[0]}
+        port=$p_nfs
         args+=(--port "$port")
     fi
     E2E_NFS_PORT=$port
     E2E_ROUTER="http://127.0.0.1:$E2E_HTTP_PORT"
+    E2E_SERVER="127.0.0.1:$E2E_NFS_PORT"
+    export MONOFS_ROUTER="$E2E_ROUTER" MONOFS_SERVER="$E2E_SERVER"
     mkdir -p "$data"
     e2e_bg "$MONOFS_BIN" up --data-dir "$data" --http-port "$E2E_HTTP_PORT" \
         --node-port "$nodebase" --fetcher-port "$fetcher" "${args[@]}"
@@ -184,146 +193,41 @@ e2e_up() {
         return 1
     fi
     echo "e2e: monofs up (pid $E2E_UP_PID): NFS 127.0.0.1:$E2E_NFS_PORT, HTTP $E2E_ROUTER, nodes $nodebase, fetcher $fetcher, data $data" >&2
-    export E2E_NFS_PORT E2E_HTTP_PORT E2E_ROUTER
+    export E2E_NFS_PORT E2E_HTTP_PORT E2E_ROUTER E2E_SERVER
 }
 
 e2e_ingest() { "$MONOFS_BIN" ingest "$@" --router "$E2E_ROUTER"; }
 
 e2e_stop() {
-    local pid="$1"
+    local pid="$1" secs="${2:-20}" rc=0 i
     kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    for ((i = 0; i < secs * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        rc=124
+    else
+        wait "$pid" 2>/dev/null || rc=$?
+    fi
     # not killed again at exit (pid reuse); the slot stays so bg-N.log names stay unique
     local i
     for i in "${!_e2e_pids[@]}"; do [ "${_e2e_pids[$i]}" != "$pid" ] || _e2e_pids[$i]=""; done
-}
-
-# ---------------------------------------------------------------- host-side e2e helpers
-# (tests/e2e/20-*.sh, 25-*.sh; all prefixed e2e_host_)
-#
-#   e2e_host_repos           e2e_repos under an exclusive lock ($MONOFS_TEST_REPOS.lock), so
-#                            scripts run side by side never generate into the same directory
-#   e2e_host_free_base N     print a port P with P..P+N-1 all free on 127.0.0.1 (21000-32767)
-#   e2e_host_up DATA_DIR [monofs up args...]
-#                            start `monofs up` on fresh free ports (reused by later calls in
-#                            the same script, so a restart serves on the same addresses);
-#                            waits for NFS and HTTP. Sets E2E_HOST_PID, E2E_HOST_NFS_PORT,
-#                            E2E_HOST_HTTP_PORT, E2E_HOST_ROUTER (http://127.0.0.1:H),
-#                            E2E_HOST_SERVER (127.0.0.1:P), E2E_HOST_UP_LOG
-#   e2e_host_stop [SECS]     SIGTERM the cluster, wait up to SECS (default 10); returns its
-#                            exit status (124 if it had to be killed)
-#   e2e_host_ok MSG / e2e_host_fail MSG / e2e_host_check MSG CMD...
-#                            print "ok: MSG" / "FAIL: MSG" and count; check runs CMD
-#   e2e_host_known_bug MSG CMD...
-#                            a check that documents a known product bug: prints "KNOWN BUG:
-#                            MSG" and does not fail the script while CMD fails, unless
-#                            MONOFS_E2E_STRICT=1; prints "ok:" once the bug is fixed
-#   e2e_host_done            print "checks: N passed, M failed"; exit 1 if any failed
-
-e2e_host_repos() {
-    mkdir -p "$(dirname "$MONOFS_TEST_REPOS")"
-    (
-        flock -w 900 9 || { echo "e2e: cannot lock $MONOFS_TEST_REPOS.lock" >&2; exit 1; }
-        e2e_repos "$@"
-    ) 9>"$MONOFS_TEST_REPOS.lock"
-}
-
-e2e_host_free_base() {
-    python3 - "$1" <<'PY'
-import random, socket, sys
-n = int(sys.argv[1])
-for _ in range(200):
-    base = random.randint(21000, 32767 - n)   # below the ephemeral range, above monofs defaults
-    socks = []
-    try:
-        for p in range(base, base + n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", p))
-            socks.append(s)
-    except OSError:
-        continue
-    finally:
-        for s in socks:
-            s.close()
-    print(base)
-    sys.exit(0)
-sys.exit("e2e: no free port range")
-PY
-}
-
-E2E_HOST_PID=""
-E2E_HOST_NFS_PORT=""
-e2e_host_up() {
-    local data="$1"; shift
-    if [ -z "$E2E_HOST_NFS_PORT" ]; then
-        E2E_HOST_NFS_PORT=$(e2e_host_free_base 1)
-        E2E_HOST_HTTP_PORT=$(e2e_host_free_base 1)
-        local a prev="" nodes=2
-        for a in "$@"; do
-            [ "$prev" = --nodes ] && nodes="$a"
-            case "$a" in --nodes=*) nodes="${a#*=}" ;; esac
-            prev="$a"
-        done
-        E2E_HOST_NODE_PORT=$(e2e_host_free_base $((10 * nodes)))   # node k, shard s: +10k+s
-        E2E_HOST_FETCHER_PORT=$(e2e_host_free_base 1)
-    fi
-    E2E_HOST_ROUTER="http://127.0.0.1:$E2E_HOST_HTTP_PORT"
-    E2E_HOST_SERVER="127.0.0.1:$E2E_HOST_NFS_PORT"
-    export MONOFS_ROUTER="$E2E_HOST_ROUTER" MONOFS_SERVER="$E2E_HOST_SERVER"
-    e2e_bg "$MONOFS_BIN" up --data-dir "$data" --port "$E2E_HOST_NFS_PORT" \
-        --http-port "$E2E_HOST_HTTP_PORT" --node-port "$E2E_HOST_NODE_PORT" \
-        --fetcher-port "$E2E_HOST_FETCHER_PORT" "$@"
-    E2E_HOST_PID=$E2E_BG_PID
-    E2E_HOST_UP_LOG="$E2E_TMP/bg-$(( ${#_e2e_pids[@]} - 1 )).log"
-    if ! e2e_wait_port "$E2E_HOST_NFS_PORT" 60 || ! e2e_wait_port "$E2E_HOST_HTTP_PORT" 10; then
-        echo "e2e: monofs up did not start; its log:" >&2
-        cat "$E2E_HOST_UP_LOG" >&2
-        return 1
-    fi
-}
-
-e2e_host_stop() {
-    local secs="${1:-10}" i rc
-    [ -n "$E2E_HOST_PID" ] || return 0
-    kill -TERM "$E2E_HOST_PID" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-        kill -0 "$E2E_HOST_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$E2E_HOST_PID" 2>/dev/null; then
-        kill -9 "$E2E_HOST_PID" 2>/dev/null || true
-        wait "$E2E_HOST_PID" 2>/dev/null || true
-        E2E_HOST_PID=""
-        return 124
-    fi
-    rc=0
-    wait "$E2E_HOST_PID" || rc=$?
-    E2E_HOST_PID=""
     return "$rc"
 }
 
-E2E_HOST_PASSED=0
-E2E_HOST_FAILED=0
-e2e_host_ok() { E2E_HOST_PASSED=$((E2E_HOST_PASSED + 1)); echo "ok: $*"; }
-e2e_host_fail() { E2E_HOST_FAILED=$((E2E_HOST_FAILED + 1)); echo "FAIL: $*"; }
-e2e_host_check() {
+# ---------------------------------------------------------------- check counting
+#   e2e_ok MSG / e2e_fail MSG / e2e_check MSG CMD...
+#                            print "ok: MSG" / "FAIL: MSG" and count; check runs CMD
+#   e2e_done                 print "checks: N passed, M failed"; exit 1 if any failed
+E2E_PASSED=0
+E2E_FAILED=0
+e2e_ok() { E2E_PASSED=$((E2E_PASSED + 1)); echo "ok: $*"; }
+e2e_fail() { E2E_FAILED=$((E2E_FAILED + 1)); echo "FAIL: $*"; }
+e2e_check() {
     local msg="$1"; shift
-    if "$@"; then e2e_host_ok "$msg"; else e2e_host_fail "$msg"; fi
+    if "$@"; then e2e_ok "$msg"; else e2e_fail "$msg"; fi
 }
-E2E_HOST_KNOWN=0
-e2e_host_known_bug() {
-    local msg="$1"; shift
-    if "$@"; then
-        e2e_host_ok "$msg (known bug no longer reproduces)"
-    elif [ "${MONOFS_E2E_STRICT:-0}" = 1 ]; then
-        e2e_host_fail "$msg (known bug, MONOFS_E2E_STRICT=1)"
-    else
-        E2E_HOST_KNOWN=$((E2E_HOST_KNOWN + 1)); echo "KNOWN BUG: $msg"
-    fi
-}
-e2e_host_done() {
-    echo "checks: $E2E_HOST_PASSED passed, $E2E_HOST_FAILED failed, $E2E_HOST_KNOWN known bugs"
-    [ "$E2E_HOST_FAILED" = 0 ]
+e2e_done() {
+    echo "checks: $E2E_PASSED passed, $E2E_FAILED failed"
+    [ "$E2E_FAILED" = 0 ]
 }

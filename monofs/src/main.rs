@@ -122,6 +122,59 @@ struct FetcherArgs {
     /// Directory for fetched repositories.
     #[arg(long)]
     cache_dir: PathBuf,
+    #[command(flatten)]
+    tuning: FetcherTuning,
+}
+
+/// Fetcher settings shared by `monofs fetcher` and `monofs up`.
+#[derive(clap::Args)]
+pub struct FetcherTuning {
+    /// Bound of the fetcher cache in GiB (fractions allowed); least recently
+    /// used repositories and blobs are evicted beyond it. Evicted content is
+    /// fetched again from its remote when needed.
+    #[arg(long, default_value_t = 50.0)]
+    max_cache_gb: f64,
+    /// Cache entries unused for this many hours are evicted.
+    #[arg(long, default_value_t = 2.0)]
+    cache_age_hours: f64,
+    /// Threads bringing the content of lazily ingested repositories to the nodes.
+    #[arg(long, default_value_t = 4)]
+    prefetch_workers: usize,
+    /// Longest one `git fetch` may run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    fetch_timeout_secs: u64,
+    /// GOPROXY to ingest Go modules from (http://, https:// or file:///dir).
+    #[arg(long)]
+    gomod_proxy: Option<String>,
+    /// go.sum-format file that Go module ingests must match.
+    #[arg(long)]
+    gosum: Option<PathBuf>,
+}
+
+impl FetcherTuning {
+    pub fn config(
+        &self,
+        listen: SocketAddr,
+        cache_dir: PathBuf,
+    ) -> anyhow::Result<monofs_fetcher::FetcherConfig> {
+        anyhow::ensure!(self.max_cache_gb > 0.0, "--max-cache-gb must be positive");
+        anyhow::ensure!(
+            self.cache_age_hours > 0.0,
+            "--cache-age-hours must be positive"
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&self.prefetch_workers),
+            "--prefetch-workers must be 1..=256"
+        );
+        let mut c = monofs_fetcher::FetcherConfig::new(listen, cache_dir);
+        c.max_cache_bytes = (self.max_cache_gb * (1u64 << 30) as f64) as u64;
+        c.cache_age = std::time::Duration::from_secs_f64(self.cache_age_hours * 3600.0);
+        c.prefetch_workers = self.prefetch_workers;
+        c.fetch_timeout = std::time::Duration::from_secs(self.fetch_timeout_secs.max(1));
+        c.gomod_proxy = self.gomod_proxy.clone();
+        c.gosum_file = self.gosum.clone();
+        Ok(c)
+    }
 }
 
 fn split_list(s: &str) -> Vec<String> {

@@ -61,6 +61,8 @@ pub struct UpArgs {
     /// first read and by prefetch) or eager (all content before it returns).
     #[arg(long, default_value = "lazy", value_parser = ["lazy", "eager"])]
     content: String,
+    #[command(flatten)]
+    fetcher: crate::FetcherTuning,
     /// Exit after the ingests instead of serving (for scripts).
     #[arg(long)]
     exit_after_ingest: bool,
@@ -107,10 +109,10 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             addr: addr.to_string(),
         });
     }
-    let fetcher = monofs_fetcher::start(monofs_fetcher::FetcherConfig::new(
+    let fetcher = monofs_fetcher::start(a.fetcher.config(
         SocketAddr::new(loopback, a.fetcher_port),
         data.join("fetcher"),
-    ))
+    )?)
     .map_err(|e| anyhow::anyhow!("fetcher: {e:#}"))?;
     let router = monofs_router::start(monofs_router::RouterConfig {
         nfs_listen: SocketAddr::new(a.bind, a.port),

@@ -69,15 +69,15 @@ publish("example.com/Foo/bar", "v1.0.0", {
 PY
 find "$PROXY" -type f | sort
 
-PPORT=$(e2e_host_free_base 1)
+PPORT=$(e2e_free_ports 1)
 e2e_bg python3 -m http.server --bind 127.0.0.1 --directory "$PROXY" "$PPORT"
 e2e_wait_port "$PPORT" 20
 
 step "cluster with --gomod-proxy"
-e2e_host_up "$E2E_TMP/data" --gomod-proxy "http://127.0.0.1:$PPORT"
+e2e_up "$E2E_TMP/data" --gomod-proxy "http://127.0.0.1:$PPORT"
 
 ingest_go() {
-    timeout 300 "$MONOFS_BIN" ingest --go "$1" --router "$E2E_HOST_ROUTER" </dev/null
+    timeout 300 "$MONOFS_BIN" ingest --go "$1" --router "$E2E_ROUTER" </dev/null
 }
 
 # Every file of an extracted module, compared with the source it was zipped from.
@@ -85,50 +85,50 @@ check_tree() {
     local ns="$1" dir="$2" f rel
     while IFS= read -r f; do
         rel="${f#"$dir"/}"
-        e2e_host_check "$ns/$rel is byte-identical" cmp -s <("$MONOFS_BIN" cat "$ns/$rel") "$f"
+        e2e_check "$ns/$rel is byte-identical" cmp -s <("$MONOFS_BIN" cat "$ns/$rel") "$f"
     done < <(find "$dir" -type f | sort)
-    e2e_host_check "$ns lists the module's top level" test \
+    e2e_check "$ns lists the module's top level" test \
         "$("$MONOFS_BIN" ls "$ns" | LC_ALL=C sort | tr '\n' ' ')" = "$(ls -A "$dir" | LC_ALL=C sort | tr '\n' ' ')"
 }
 
 step "ingest example.com/hello@v1.0.0"
-e2e_host_check "ingest --go example.com/hello@v1.0.0 exits 0" ingest_go example.com/hello@v1.0.0
+e2e_check "ingest --go example.com/hello@v1.0.0 exits 0" ingest_go example.com/hello@v1.0.0
 check_tree /go/pkg/mod/example.com/hello@v1.0.0 "$SRC/example.com/hello@v1.0.0"
 AV=/go/proxy/example.com/hello/@v
-e2e_host_check "@v/list names v1.0.0" test "$("$MONOFS_BIN" cat $AV/list)" = "v1.0.0"
-e2e_host_check "@v/v1.0.0.zip is the proxy's zip" \
+e2e_check "@v/list names v1.0.0" test "$("$MONOFS_BIN" cat $AV/list)" = "v1.0.0"
+e2e_check "@v/v1.0.0.zip is the proxy's zip" \
     cmp -s <("$MONOFS_BIN" cat $AV/v1.0.0.zip) "$PROXY/example.com/hello/@v/v1.0.0.zip"
-e2e_host_check "@v/v1.0.0.mod is the proxy's" \
+e2e_check "@v/v1.0.0.mod is the proxy's" \
     cmp -s <("$MONOFS_BIN" cat $AV/v1.0.0.mod) "$PROXY/example.com/hello/@v/v1.0.0.mod"
-e2e_host_check "@v/v1.0.0.info is the proxy's" \
+e2e_check "@v/v1.0.0.info is the proxy's" \
     cmp -s <("$MONOFS_BIN" cat $AV/v1.0.0.info) "$PROXY/example.com/hello/@v/v1.0.0.info"
 
 step "ingest example.com/hello@latest (v1.1.0)"
-e2e_host_check "ingest --go example.com/hello@latest exits 0" ingest_go example.com/hello@latest
+e2e_check "ingest --go example.com/hello@latest exits 0" ingest_go example.com/hello@latest
 check_tree /go/pkg/mod/example.com/hello@v1.1.0 "$SRC/example.com/hello@v1.1.0"
-e2e_host_check "@v/list names both versions" test "$("$MONOFS_BIN" cat $AV/list | tr '\n' ' ')" = "v1.0.0 v1.1.0 "
-e2e_host_check "@v lists both versions' files" test "$("$MONOFS_BIN" ls $AV | LC_ALL=C sort | tr '\n' ' ')" = \
+e2e_check "@v/list names both versions" test "$("$MONOFS_BIN" cat $AV/list | tr '\n' ' ')" = "v1.0.0 v1.1.0 "
+e2e_check "@v lists both versions' files" test "$("$MONOFS_BIN" ls $AV | LC_ALL=C sort | tr '\n' ' ')" = \
     "list v1.0.0.info v1.0.0.mod v1.0.0.zip v1.1.0.info v1.1.0.mod v1.1.0.zip "
-e2e_host_check "@v/v1.1.0.zip is the proxy's zip" \
+e2e_check "@v/v1.1.0.zip is the proxy's zip" \
     cmp -s <("$MONOFS_BIN" cat $AV/v1.1.0.zip) "$PROXY/example.com/hello/@v/v1.1.0.zip"
-e2e_host_check "the v1.0.0 tree is still published" \
+e2e_check "the v1.0.0 tree is still published" \
     cmp -s <("$MONOFS_BIN" cat /go/pkg/mod/example.com/hello@v1.0.0/hello.go) "$SRC/example.com/hello@v1.0.0/hello.go"
 
 step "ingest example.com/Foo/bar@v1.0.0 (escaped path)"
-e2e_host_check "ingest --go example.com/Foo/bar@v1.0.0 exits 0" ingest_go example.com/Foo/bar@v1.0.0
+e2e_check "ingest --go example.com/Foo/bar@v1.0.0 exits 0" ingest_go example.com/Foo/bar@v1.0.0
 check_tree "/go/pkg/mod/example.com/!foo/bar@v1.0.0" "$SRC/example.com/!foo/bar@v1.0.0"
-e2e_host_check "/go/proxy/example.com/!foo/bar/@v/v1.0.0.zip is the proxy's zip" \
+e2e_check "/go/proxy/example.com/!foo/bar/@v/v1.0.0.zip is the proxy's zip" \
     cmp -s <("$MONOFS_BIN" cat "/go/proxy/example.com/!foo/bar/@v/v1.0.0.zip") "$PROXY/example.com/!foo/bar/@v/v1.0.0.zip"
 
 step "a version the proxy lacks"
 rc=0
-timeout 120 "$MONOFS_BIN" ingest --go example.com/hello@v1.9.9 --router "$E2E_HOST_ROUTER" \
+timeout 120 "$MONOFS_BIN" ingest --go example.com/hello@v1.9.9 --router "$E2E_ROUTER" \
     >"$E2E_TMP/bad.out" 2>"$E2E_TMP/bad.err" </dev/null || rc=$?
 cat "$E2E_TMP/bad.err"
-e2e_host_check "ingest of a missing version fails" test "$rc" != 0
-e2e_host_check "the message names module, version and proxy" \
+e2e_check "ingest of a missing version fails" test "$rc" != 0
+e2e_check "the message names module, version and proxy" \
     grep -q "module example.com/hello version v1.9.9 not found in proxy http://127.0.0.1:$PPORT" "$E2E_TMP/bad.err"
-e2e_host_check "the published list is unchanged" test "$("$MONOFS_BIN" cat $AV/list | tr '\n' ' ')" = "v1.0.0 v1.1.0 "
+e2e_check "the published list is unchanged" test "$("$MONOFS_BIN" cat $AV/list | tr '\n' ' ')" = "v1.0.0 v1.1.0 "
 
 if command -v go >/dev/null 2>&1; then
     step "go resolves modules from the MonoFS proxy layout (via monofs cat into a file proxy)"
@@ -140,11 +140,11 @@ if command -v go >/dev/null 2>&1; then
     mkdir -p "$E2E_TMP/gomain" && cd "$E2E_TMP/gomain"
     printf 'module example.com/main\n\ngo 1.21\n\nrequire example.com/hello v1.1.0\n' >go.mod
     printf 'package main\n\nimport "example.com/hello"\n\nfunc main() { println(hello.Msg) }\n' >main.go
-    e2e_host_check "go build with GOPROXY=file:// of MonoFS's files" env GOPROXY="file://$GP" \
+    e2e_check "go build with GOPROXY=file:// of MonoFS's files" env GOPROXY="file://$GP" \
         GOFLAGS=-mod=mod GOSUMDB=off GOPATH="$E2E_TMP/gopath" GOCACHE="$E2E_TMP/gocache" \
         go build -o /dev/null .
     cd - >/dev/null
 fi
 
-e2e_host_stop
-e2e_host_done
+e2e_stop "$E2E_UP_PID"
+e2e_done

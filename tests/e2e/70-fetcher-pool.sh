@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Fetcher pool at scale: two fetchers with a cache bound so small that every repository
+# is evicted right after use, repositories ingested lazily (content arrives by prefetch
+# and on first read), reads running concurrently while eviction happens, then the
+# preferred fetcher killed mid-way: every read stays correct (the other fetcher fetches
+# again from the remote). Also: /api/fetchers and `monofs admin fetchers` report health,
+# and a remote that accepts connections but never answers fails within the bound.
+. "$(dirname "$0")/../lib/common.sh"
+http_get() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())' "$1"; }
+e2e_repos_locked
+REAL_MF=$(e2e_manifest real)
+CONTENT_MF=$(e2e_manifest content)
+
+ports=($(e2e_free_ports 6))
+P=${ports[0]} H=${ports[1]} F1=${ports[2]} F2=${ports[3]} N1=${ports[4]} N2=${ports[5]}
+e2e_bg "$MONOFS_BIN" node --addr "127.0.0.1:$N1" --node-id n1 --db-path "$E2E_TMP/n1" --shards 1
+e2e_bg "$MONOFS_BIN" node --addr "127.0.0.1:$N2" --node-id n2 --db-path "$E2E_TMP/n2" --shards 1
+# 0.00001 GiB = 10 KiB: nothing stays cached. Fetches give up after 5 s.
+for f in "$F1" "$F2"; do
+    e2e_bg "$MONOFS_BIN" fetcher --bind 127.0.0.1 --port "$f" --cache-dir "$E2E_TMP/cache-$f" \
+        --max-cache-gb 0.00001 --prefetch-workers 1 --fetch-timeout-secs 5
+    eval "FPID_$f=$E2E_BG_PID"
+done
+for p in "$N1" "$N2" "$F1" "$F2"; do e2e_wait_port "$p" 30; done
+e2e_bg "$MONOFS_BIN" router --bind 127.0.0.1 --port "$P" --http-port "$H" \
+    --nodes "n1=127.0.0.1:$N1,n2=127.0.0.1:$N2" --fetchers "127.0.0.1:$F1,127.0.0.1:$F2"
+e2e_wait_port "$P" 30; e2e_wait_port "$H" 30
+export MONOFS_ROUTER="http://127.0.0.1:$H" MONOFS_SERVER="127.0.0.1:$P"
+
+e2e_check "lazy ingest of real" "$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/real"
+e2e_check "lazy ingest of content" "$MONOFS_BIN" ingest "file://$MONOFS_TEST_REPOS/content"
+
+# Concurrent readers: every file of real and a sample of content (chunk boundaries,
+# names, the 110 MiB file), each compared with its manifest sha256.
+cat > "$E2E_TMP/readers.py" <<'PY'
+import concurrent.futures, hashlib, subprocess, sys
+bin_, phase = sys.argv[1], sys.argv[2]
+jobs = []
+for mf, ns, pick in ((sys.argv[3], "/local/real", None), (sys.argv[4], "/local/content", ("sizes/", "names/", "big/", "files/", "bin/"))):
+    for line in open(mf, encoding="utf-8"):
+        t, size, sha, oid, target, path = line.rstrip("\n").split("\t")
+        if t not in ("file", "exec"):
+            continue
+        if pick and not path.startswith(pick):
+            continue
+        jobs.append((f"{ns}/{path}", sha))
+def read(job):
+    path, sha = job
+    out = subprocess.run([bin_, "cat", path], capture_output=True, timeout=600)
+    if out.returncode != 0:
+        return f"{path}: exit {out.returncode}: {out.stderr.decode(errors='replace').strip()}"
+    if hashlib.sha256(out.stdout).hexdigest() != sha:
+        return f"{path}: content differs"
+    return None
+bad = [r for r in concurrent.futures.ThreadPoolExecutor(6).map(read, jobs) if r]
+for b in bad[:20]:
+    print("   ", b)
+print(f"{phase}: {len(jobs) - len(bad)} of {len(jobs)} files read correctly")
+sys.exit(1 if bad else 0)
+PY
+e2e_check "concurrent reads while the caches evict everything" \
+    python3 "$E2E_TMP/readers.py" "$MONOFS_BIN" "during eviction" "$REAL_MF" "$CONTENT_MF"
+
+status=$(http_get "$MONOFS_ROUTER/api/fetchers")
+echo "$status" | python3 -m json.tool | head -n 40
+e2e_check "/api/fetchers: both healthy, with cache and hit figures" python3 -c '
+import json, sys
+fs = json.loads(sys.argv[1])
+assert len(fs) == 2 and all(f["healthy"] for f in fs), fs
+for f in fs:
+    for k in ("cache_bytes", "max_cache_bytes", "hit_rate", "inflight_fetches", "prefetch_queued"):
+        assert k in f, (k, f)
+    assert f["cache_bytes"] <= f["max_cache_bytes"] + (200 << 20), f  # a blob in use may exceed it briefly
+' "$status"
+e2e_check "monofs admin fetchers exits 0 when all are healthy" "$MONOFS_BIN" admin fetchers
+
+# Kill the fetcher that real's URL prefers and read everything again through the other.
+pref=$(http_get "$MONOFS_ROUTER/api/fetchers" | python3 -c '
+import json, sys
+fs = json.load(sys.stdin)
+served = [f for f in fs if any(r.get("url", "").endswith("/real") for r in f.get("repos", []))]
+print((served or fs)[0]["addr"].rsplit(":", 1)[1])
+')
+echo "fetcher on port $pref served real; killing it"
+eval "kill -9 \$FPID_$pref"
+sleep 1
+# A fresh node set would have nothing: wipe nothing, but ask for content never read yet
+# (prefetch may have brought some) and everything again: all must read correctly.
+e2e_check "reads after the preferred fetcher died" \
+    python3 "$E2E_TMP/readers.py" "$MONOFS_BIN" "one fetcher down" "$REAL_MF" "$CONTENT_MF"
+set +e
+"$MONOFS_BIN" admin fetchers; rc=$?
+set -e
+e2e_check "monofs admin fetchers exits 4 with a fetcher down" test "$rc" = 4
+
+# A remote that accepts and never answers: the ingest fails within the fetch timeout.
+hang=$(e2e_free_port)
+e2e_bg python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+' "$hang"
+e2e_wait_port "$hang" 10
+t0=$(date +%s)
+set +e
+timeout 120 "$MONOFS_BIN" ingest "git://127.0.0.1:$hang/never.git" 2>"$E2E_TMP/hang.err"; rc=$?
+set -e
+dt=$(( $(date +%s) - t0 ))
+cat "$E2E_TMP/hang.err"
+e2e_check "a hanging remote fails the ingest (exit 1)" test "$rc" = 1
+e2e_check "within the bound (5 s fetch timeout; took ${dt}s)" test "$dt" -le 30
+e2e_check "the namespace keeps what it had" sh -c "\"$MONOFS_BIN\" admin repos | grep -c local/ | grep -qx 2"
+e2e_done

@@ -211,7 +211,11 @@ impl Cache {
                     st.next_generation += 1;
                     let t = self.trash.join(format!("{}", st.next_generation));
                     match std::fs::rename(&p, &t) {
-                        Ok(()) => gone.push(t),
+                        Ok(()) => {
+                            // Counted with the removal, so STATUS never shows one without the other.
+                            self.evictions.fetch_add(1, Ordering::Relaxed);
+                            gone.push(t);
+                        }
                         Err(err) => tracing::warn!(path = %p.display(), error = %err, "cannot evict"),
                     }
                 }
@@ -224,7 +228,6 @@ impl Cache {
             }
         }
         if !gone.is_empty() {
-            self.evictions.fetch_add(gone.len() as u64, Ordering::Relaxed);
             tracing::info!(entries = gone.len(), "cache entries evicted");
         }
         gone.len()

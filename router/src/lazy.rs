@@ -127,18 +127,31 @@ impl Router {
     }
 }
 
+/// Tries of a FETCH_BLOB that a fetcher answered "busy" (all its slots taken).
+pub const BUSY_TRIES: u32 = 3;
+/// Pause between those tries.
+pub const BUSY_PAUSE: Duration = Duration::from_secs(1);
+
 fn fetch_blob(fetchers: &[String], req: &Request) -> Result<(), String> {
     let Request::FetchBlob(f) = req else {
         unreachable!("fetch_blob takes FETCH_BLOB")
     };
-    with_fetcher(
-        fetchers,
-        f.url.as_bytes(),
-        FETCH_TIMEOUT,
-        req,
-        &mut |resp| match resp {
-            Response::Ok => Ok(Some(())),
-            other => Err(format!("unexpected answer {other:?}")),
-        },
-    )
+    let mut tries = 0;
+    loop {
+        let r = with_fetcher(
+            fetchers,
+            f.url.as_bytes(),
+            FETCH_TIMEOUT,
+            req,
+            &mut |resp| match resp {
+                Response::Ok => Ok(Some(())),
+                other => Err(format!("unexpected answer {other:?}")),
+            },
+        );
+        tries += 1;
+        match r {
+            Err(e) if e.starts_with("busy") && tries < BUSY_TRIES => std::thread::sleep(BUSY_PAUSE),
+            r => return r,
+        }
+    }
 }

@@ -215,8 +215,12 @@ impl Service {
         })
     }
 
-    /// Hand a lazy ingest's blobs to the prefetch workers.
+    /// Hand a lazy ingest's blobs to the prefetch workers; with none configured
+    /// (content only on first read) nothing is queued.
     pub fn enqueue(&self, pending: Option<(Arc<Source>, Vec<BlobRef>)>) {
+        if self.prefetch_workers == 0 {
+            return;
+        }
         if let Some((src, blobs)) = pending {
             self.prefetch.enqueue(src, blobs);
         }

@@ -137,7 +137,8 @@ pub struct FetcherTuning {
     /// Cache entries unused for this many hours are evicted.
     #[arg(long, default_value_t = 2.0)]
     cache_age_hours: f64,
-    /// Threads bringing the content of lazily ingested repositories to the nodes.
+    /// Threads bringing the content of lazily ingested repositories to the
+    /// nodes; 0 brings content only when it is first read.
     #[arg(long, default_value_t = 4)]
     prefetch_workers: usize,
     /// Longest one `git fetch` may run, in seconds.
@@ -163,8 +164,8 @@ impl FetcherTuning {
             "--cache-age-hours must be positive"
         );
         anyhow::ensure!(
-            (1..=256).contains(&self.prefetch_workers),
-            "--prefetch-workers must be 1..=256"
+            self.prefetch_workers <= 256,
+            "--prefetch-workers must be 0..=256"
         );
         let mut c = monofs_fetcher::FetcherConfig::new(listen, cache_dir);
         c.max_cache_bytes = (self.max_cache_gb * (1u64 << 30) as f64) as u64;
@@ -221,10 +222,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fetcher(a) => {
-            let h = monofs_fetcher::start(monofs_fetcher::FetcherConfig::new(
-                SocketAddr::new(a.bind, a.port),
-                a.cache_dir,
-            ))?;
+            let h = monofs_fetcher::start(
+                a.tuning
+                    .config(SocketAddr::new(a.bind, a.port), a.cache_dir)?,
+            )?;
             up::wait_for_signal();
             h.shutdown();
             Ok(ExitCode::SUCCESS)

@@ -228,17 +228,8 @@ pub(crate) fn fetch(
         TMP_REF_SEQ.fetch_add(1, Ordering::Relaxed)
     );
     let src = if git_ref.is_empty() { "HEAD" } else { git_ref };
-    let mut c = git(Some(repo));
-    c.args([
-        "fetch",
-        "--no-tags",
-        "--quiet",
-        "--no-write-fetch-head",
-        "--no-recurse-submodules",
-        "--end-of-options",
-    ])
-    .arg(url)
-    .arg(format!("+{src}:{tmp}"));
+    let mut c = fetch_command(repo, url);
+    c.arg(format!("+{src}:{tmp}"));
     let o = run(c, timeout, &shown)?;
     if !o.status.success() {
         let msg = first_error_line(&o.stderr);
@@ -297,12 +288,10 @@ pub(crate) fn fetch(
     result
 }
 
-/// Fetch every branch and tag of `url` into `repo` (under `refs/monofs/heads/`
-/// and `refs/monofs/tags/`): how an object is found again after its cache was
-/// evicted, since a FETCH_BLOB does not name the ref it came from.
-pub(crate) fn fetch_default_refs(repo: &Path, url: &str, timeout: Duration) -> Result<(), IngestError> {
-    let shown = redact(url);
-    init_cache(repo, &shown)?;
+/// `git fetch` of `url` into `repo`, refspecs to follow: no tags unless asked,
+/// no FETCH_HEAD (concurrent fetches would race on it), no submodules, and the
+/// URL never taken for an option.
+fn fetch_command(repo: &Path, url: &str) -> Command {
     let mut c = git(Some(repo));
     c.args([
         "fetch",
@@ -312,9 +301,18 @@ pub(crate) fn fetch_default_refs(repo: &Path, url: &str, timeout: Duration) -> R
         "--no-recurse-submodules",
         "--end-of-options",
     ])
-    .arg(url)
-    .arg("+refs/heads/*:refs/monofs/heads/*")
-    .arg("+refs/tags/*:refs/monofs/tags/*");
+    .arg(url);
+    c
+}
+
+/// Fetch every branch and tag of `url` into `repo` (under `refs/monofs/heads/`
+/// and `refs/monofs/tags/`): how an object is found again after its cache was
+/// evicted, since a FETCH_BLOB does not name the ref it came from.
+pub(crate) fn fetch_default_refs(repo: &Path, url: &str, timeout: Duration) -> Result<(), IngestError> {
+    let shown = redact(url);
+    init_cache(repo, &shown)?;
+    let mut c = fetch_command(repo, url);
+    c.arg("+refs/heads/*:refs/monofs/heads/*").arg("+refs/tags/*:refs/monofs/tags/*");
     let o = run(c, timeout, &shown)?;
     if !o.status.success() {
         return Err(IngestError::Fetch { url: shown, message: first_error_line(&o.stderr) });

@@ -21,7 +21,7 @@ e2e_wait_port "$hp" 10
 url="http://127.0.0.1:$hp/cgi-bin/git/real.git"
 e2e_check "the remote speaks smart HTTP (git ls-remote)" git ls-remote "$url" HEAD
 
-e2e_up "$E2E_TMP/data" --nodes 2 --shards 1
+e2e_up "$E2E_TMP/data" --nodes 2 --shards 1 --refresh-interval 3
 ns=/127.0.0.1/cgi-bin/git/real
 e2e_check "ingest over smart HTTP" "$MONOFS_BIN" ingest "$url"
 same() { cmp -s <("$MONOFS_BIN" cat "$ns/$1") <(git -C "$repos/real.git" show "HEAD:$1"); }
@@ -47,6 +47,20 @@ set +e
 set -e
 e2e_check "the deleted file is gone (exit 3)" test "$rc" = 3
 e2e_check "an unchanged file reads the same" same src/lib.rs
+
+# Another push; the router's periodic refresh (every 3 s) picks it up by itself.
+(
+    cd "$work"
+    echo "second" > HTTP.md
+    git -c user.name=MonoFS -c user.email=t@monofs commit -qam "second"
+    git push -q origin HEAD:main
+)
+seen=""
+for _ in $(seq 1 30); do
+    [ "$("$MONOFS_BIN" cat "$ns/HTTP.md" 2>/dev/null)" = second ] && { seen=1; break; }
+    sleep 1
+done
+e2e_check "--refresh-interval moved the repository to the pushed commit" test -n "$seen"
 
 set +e
 "$MONOFS_BIN" ingest "$url" --ref no-such-branch --source-id http/missing 2>"$E2E_TMP/miss.err"; rc=$?

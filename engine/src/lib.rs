@@ -224,7 +224,7 @@ fn run_shard(ctx: ShardCtx, ready: mpsc::Sender<(usize, Result<(), String>)>) ->
 async fn shard_main(ctx: ShardCtx, ready: mpsc::Sender<(usize, Result<(), String>)>) -> anyhow::Result<()> {
     let i = ctx.index as usize;
     let setup = async {
-        let (log, stats) = ShardLog::open(&ctx.db_path, i, ctx.shards as usize, ctx.metrics.clone()).await?;
+        let (log, stats) = ShardLog::open(&ctx.db_path, i, ctx.shards as usize, log::TABLE_CACHE_BYTES, ctx.metrics.clone()).await?;
         // std binds without SO_REUSEPORT (glommio's bind sets it), so a port
         // already in use is an error rather than silently shared.
         let std_listener = std::net::TcpListener::bind(ctx.addr).with_context(|| format!("binding {}", ctx.addr))?;
@@ -246,6 +246,7 @@ async fn shard_main(ctx: ShardCtx, ready: mpsc::Sender<(usize, Result<(), String
         keys = stats.keys,
         log_bytes = stats.log_bytes,
         cut_bytes = stats.cut_bytes,
+        table_bytes = stats.table_bytes,
         "shard serving"
     );
     let shard = Rc::new(Shard::new(ctx.index, ctx.shards, ctx.node_id.clone(), log, ctx.metrics.clone()));

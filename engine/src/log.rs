@@ -1,44 +1,76 @@
 //! One shard's append-only, checksummed log file and its in-memory index.
 //!
-//! On-disk record (all integers big-endian), starting at a 4096-aligned offset:
+//! On-disk record, format version 2 (all integers big-endian), starting at a
+//! 4096-aligned offset:
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 0..4 | magic `b"MFSR"` |
-//! | 4..8 | format version (1) in the high 16 bits, flags (0) in the low 16 |
+//! | 4..8 | format version (2) in the high 16 bits, flags (0) in the low 16 |
 //! | 8..10 | key length |
 //! | 10..12 | reserved (0) |
 //! | 12..16 | value length |
-//! | 16..24 | xxh3-64 of key ++ value |
+//! | 16..24 | meta checksum: xxh3-64 of bytes 0..16 ++ bytes 24..meta_len |
 //! | 24..32 | sequence number (per shard, increasing) |
-//! | 32.. | key, value, zero padding up to a multiple of 4096 |
+//! | 32.. | key |
+//! | ..meta_len | block table: xxh3-64 of each 4096-byte block of the value (the last may be short) |
+//! | value_off.. | value, zero padding up to a multiple of 4096 |
+//!
+//! `meta_len = 32 + key_len + 8 * ceil(value_len / 4096)`. The value follows the
+//! table directly (`value_off = meta_len`) unless it is at least
+//! [`ALIGNED_VALUE_MIN`] bytes long or aligning it costs no extra disk block; then
+//! it starts at the next 4096 boundary, so block `i` of the value is exactly disk
+//! block `value_off / 4096 + i` and a 4 KiB read of a 1 MiB chunk is one 4 KiB
+//! O_DIRECT read. See [`Layout`].
+//!
+//! A GET reads only the disk blocks covering the value blocks it needs and verifies
+//! those blocks against the table; the table comes from the index (kept at scan or
+//! put time, up to [`TABLE_CACHE_BYTES`] per shard) or is read and verified (meta
+//! checksum) together with the blocks.
 //!
 //! The file starts with one 4096-byte file header (see [`FileHeader`]); records
 //! follow from offset 4096. Files are written and read with glommio DMA files
 //! (O_DIRECT through io_uring).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions, ReadResult};
 use glommio::sync::Semaphore;
 use monofs_net::{MAX_FRAME, MAX_KEY};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::metrics::ShardMetrics;
 
 /// Alignment of every record and every write (O_DIRECT block size).
 pub const ALIGN: u64 = 4096;
+/// Value bytes covered by one block checksum.
+pub const BLOCK: usize = 4096;
 pub const HEADER_LEN: usize = 32;
 pub const MAGIC: u32 = u32::from_be_bytes(*b"MFSR");
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// Values at least this long always start at a 4096-aligned offset in their record
+/// (at most 4 KiB of padding, <= 6.25 %).
+pub const ALIGNED_VALUE_MIN: usize = 64 << 10;
+/// Block tables (8 bytes per 4 KiB of value) kept in the index, per shard: 64 MiB
+/// covers 32 GiB of 1 MiB chunks. Tables of records beyond the budget are read from
+/// disk with the blocks. Tables of values of at most one block (8 bytes) are always
+/// kept, inline in the index entry.
+pub const TABLE_CACHE_BYTES: usize = 64 << 20;
+/// Group commit: one write + fdatasync carries at most this many bytes (a single
+/// larger batch still goes alone) ...
+pub const GROUP_MAX_BYTES: u64 = 8 << 20;
+/// ... and at most this many PUT_BATCHes.
+pub const GROUP_MAX_BATCHES: usize = 64;
 /// Bytes read at a time while rebuilding the index.
 const SCAN_WINDOW: usize = 4 << 20;
 /// Offset of the first record: the file header takes the first block.
 pub const LOG_START: u64 = ALIGN;
 pub const FILE_MAGIC: [u8; 8] = *b"MONOFSLG";
-pub const FILE_VERSION: u32 = 1;
+/// Version 2: per-block checksums (version 1 checksummed key ++ value as a whole).
+pub const FILE_VERSION: u32 = 2;
 
 /// The first block of a log file: `b"MONOFSLG"`, u32 format version, u16 shard
 /// index, u16 shard count (big-endian), zeros to 4096 bytes.
@@ -69,7 +101,11 @@ impl FileHeader {
         }
         let version = u32::from_be_bytes(b[8..12].try_into().unwrap());
         if version != FILE_VERSION {
-            return Err(format!("unsupported log format version {version}"));
+            return Err(format!(
+                "log format version {version} is not supported by this MonoFS node (it reads and writes only \
+                 version {FILE_VERSION}); there is no migration: move the db path aside, start with a fresh one \
+                 and ingest again"
+            ));
         }
         Ok(FileHeader {
             shard: u16::from_be_bytes([b[12], b[13]]),
@@ -158,15 +194,67 @@ pub fn align_up(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
 }
 
+fn align_down(n: u64) -> u64 {
+    n / ALIGN * ALIGN
+}
+
+/// Where the parts of a record holding `key_len` + `value_len` bytes lie, relative
+/// to its start. A pure function of the two lengths, so the scan, PUT and GET agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub key_len: usize,
+    pub value_len: usize,
+    /// Value blocks (and table entries): `ceil(value_len / BLOCK)`.
+    pub blocks: usize,
+    /// Header + key + table: what the meta checksum covers (minus its own field).
+    pub meta_len: usize,
+    pub value_off: usize,
+    pub record_len: u64,
+}
+
+impl Layout {
+    pub fn new(key_len: usize, value_len: usize) -> Layout {
+        let blocks = value_len.div_ceil(BLOCK);
+        let meta_len = HEADER_LEN + key_len + 8 * blocks;
+        let packed = align_up((meta_len + value_len) as u64);
+        let aligned_off = align_up(meta_len as u64) as usize;
+        let aligned = align_up((aligned_off + value_len) as u64);
+        let value_off = if value_len >= ALIGNED_VALUE_MIN || aligned == packed { aligned_off } else { meta_len };
+        Layout { key_len, value_len, blocks, meta_len, value_off, record_len: align_up((value_off + value_len) as u64) }
+    }
+
+    fn table_at(&self) -> usize {
+        HEADER_LEN + self.key_len
+    }
+
+    /// Record-relative byte range of value blocks `b0..b1`.
+    fn blocks_range(&self, b0: usize, b1: usize) -> (usize, usize) {
+        (self.value_off + b0 * BLOCK, self.value_off + (b1 * BLOCK).min(self.value_len))
+    }
+}
+
 /// Length on disk of a record holding `key_len` + `value_len` bytes.
 pub fn record_len(key_len: usize, value_len: usize) -> u64 {
-    align_up((HEADER_LEN + key_len + value_len) as u64)
+    Layout::new(key_len, value_len).record_len
+}
+
+/// xxh3-64 of a record's meta (`meta.len()` = `meta_len`), skipping the checksum field.
+pub fn meta_checksum(meta: &[u8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&meta[..16]);
+    h.update(&meta[24..]);
+    h.digest()
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     pub key_len: u16,
     pub value_len: u32,
+    /// Meta checksum (see [`meta_checksum`]).
     pub checksum: u64,
     pub seq: u64,
 }
@@ -188,7 +276,6 @@ impl Header {
             return None;
         }
         let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
-        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap());
         if u32_at(0) != MAGIC || (u32_at(4) >> 16) as u16 != VERSION {
             return None;
         }
@@ -197,20 +284,126 @@ impl Header {
         if key_len as usize > MAX_KEY || value_len as usize > MAX_FRAME {
             return None;
         }
-        Some(Header { key_len, value_len, checksum: u64_at(16), seq: u64_at(24) })
+        Some(Header { key_len, value_len, checksum: be64(b, 16), seq: be64(b, 24) })
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.key_len as usize, self.value_len as usize)
     }
 
     pub fn record_len(&self) -> u64 {
-        record_len(self.key_len as usize, self.value_len as usize)
+        self.layout().record_len
+    }
+}
+
+/// Check a record's meta (`meta` starts at the record and holds at least
+/// `meta_len` bytes): header valid, meta checksum right. Returns the header, the
+/// layout and the block table.
+pub fn check_meta(meta: &[u8]) -> Result<(Header, Layout, Vec<u64>), String> {
+    let h = Header::decode(meta).ok_or("invalid record header")?;
+    let l = h.layout();
+    if meta.len() < l.meta_len {
+        return Err("short record meta".into());
+    }
+    if meta_checksum(&meta[..l.meta_len]) != h.checksum {
+        return Err("meta checksum mismatch".into());
+    }
+    let t = l.table_at();
+    Ok((h, l, (0..l.blocks).map(|i| be64(meta, t + 8 * i)).collect()))
+}
+
+/// Write the record for `key`/`value` into `rec` (exactly `record_len` bytes).
+/// Returns the block table.
+pub fn encode_record(rec: &mut [u8], key: &[u8], value: &[u8], seq: u64) -> Vec<u64> {
+    let l = Layout::new(key.len(), value.len());
+    debug_assert_eq!(rec.len() as u64, l.record_len);
+    rec[HEADER_LEN..HEADER_LEN + key.len()].copy_from_slice(key);
+    let t = l.table_at();
+    let mut sums = Vec::with_capacity(l.blocks);
+    for (i, blk) in value.chunks(BLOCK).enumerate() {
+        let s = xxh3_64(blk);
+        rec[t + 8 * i..t + 8 * i + 8].copy_from_slice(&s.to_be_bytes());
+        sums.push(s);
+    }
+    rec[l.meta_len..l.value_off].fill(0);
+    rec[l.value_off..l.value_off + value.len()].copy_from_slice(value);
+    rec[l.value_off + value.len()..].fill(0);
+    Header { key_len: key.len() as u16, value_len: value.len() as u32, checksum: 0, seq }.encode(rec);
+    let c = meta_checksum(&rec[..l.meta_len]);
+    rec[16..24].copy_from_slice(&c.to_be_bytes());
+    sums
+}
+
+/// Verify value blocks `b0..` held in `data` (starting at block `b0`'s first byte)
+/// against `sums` (the table entries from `b0` on).
+fn check_blocks(data: &[u8], sums: &[u64]) -> Result<(), usize> {
+    for (i, (blk, want)) in data.chunks(BLOCK).zip(sums).enumerate() {
+        if xxh3_64(blk) != *want {
+            return Err(i);
+        }
+    }
+    Ok(())
+}
+
+/// The block table of an indexed record, if kept in memory.
+#[derive(Debug)]
+enum Sums {
+    /// Not cached (over the shard's budget): read from the record.
+    OnDisk,
+    /// Values of at most one block: no heap allocation (0 for an empty value).
+    One(u64),
+    Table(Box<[u64]>),
+}
+
+impl Sums {
+    fn range(&self, b0: usize, b1: usize) -> Option<Vec<u64>> {
+        match self {
+            Sums::OnDisk => None,
+            Sums::One(s) => Some(vec![*s]),
+            Sums::Table(t) => Some(t[b0..b1].to_vec()),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Sums::Table(t) => t.len() * 8,
+            _ => 0,
+        }
     }
 }
 
 /// Where a key's latest record lives.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct IndexEntry {
     pub offset: u64,
     pub value_len: u32,
     pub record_len: u32,
+    sums: Sums,
+}
+
+/// The shard's key → record map, with the block tables it keeps (bounded).
+struct Index {
+    map: HashMap<Vec<u8>, IndexEntry>,
+    table_bytes: usize,
+    table_budget: usize,
+}
+
+impl Index {
+    fn insert(&mut self, key: Vec<u8>, offset: u64, l: &Layout, sums: Vec<u64>) {
+        let sums = match sums.len() {
+            0 => Sums::One(0),
+            1 => Sums::One(sums[0]),
+            n if self.table_bytes + 8 * n <= self.table_budget => {
+                self.table_bytes += 8 * n;
+                Sums::Table(sums.into_boxed_slice())
+            }
+            _ => Sums::OnDisk,
+        };
+        let e = IndexEntry { offset, value_len: l.value_len as u32, record_len: l.record_len as u32, sums };
+        if let Some(old) = self.map.insert(key, e) {
+            self.table_bytes -= old.sums.heap_bytes();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -227,26 +420,38 @@ pub struct OpenStats {
     pub keys: usize,
     pub log_bytes: u64,
     pub cut_bytes: u64,
+    /// Bytes of block tables kept in the index.
+    pub table_bytes: usize,
+}
+
+type Done = Rc<Cell<Option<Result<u64, String>>>>;
+
+/// A PUT_BATCH waiting for its group's write.
+struct Pending {
+    items: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: u64,
+    done: Done,
 }
 
 pub struct ShardLog {
     shard: usize,
     path: PathBuf,
     file: DmaFile,
-    index: RefCell<HashMap<Vec<u8>, IndexEntry>>,
+    index: RefCell<Index>,
     /// Offset the next batch is written at; always a multiple of ALIGN.
     append: Cell<u64>,
     next_seq: Cell<u64>,
-    /// One writer at a time: batches go to increasing offsets.
+    /// Batches not yet written, in arrival order.
+    queue: RefCell<VecDeque<Pending>>,
+    /// One writer at a time: groups go to increasing offsets, and one group's
+    /// write + fdatasync completes before the next group's write starts.
     writer: Semaphore,
     /// Set after a failed write or fdatasync: the tail is in an unknown state
     /// and no further write is accepted until restart.
     failed: RefCell<Option<String>>,
+    /// Group writes done (each one write + one fdatasync).
+    groups: Cell<u64>,
     metrics: std::sync::Arc<ShardMetrics>,
-}
-
-fn checksum_of(b: &[u8]) -> u64 {
-    xxh3_64(b)
 }
 
 impl ShardLog {
@@ -254,13 +459,15 @@ impl ShardLog {
         db.join(format!("shard-{shard}.log"))
     }
 
-    /// Open or create the log and rebuild the index by scanning it. A torn or
+    /// Open or create the log and rebuild the index by scanning it: every
+    /// record's meta checksum and every block checksum is verified. A torn or
     /// invalid tail is cut off (truncated) so later appends never sit before
-    /// stale bytes.
+    /// stale bytes. `table_budget` bounds the block tables kept in memory.
     pub async fn open(
         db: &Path,
         shard: usize,
         shards: usize,
+        table_budget: usize,
         metrics: std::sync::Arc<ShardMetrics>,
     ) -> anyhow::Result<(ShardLog, OpenStats)> {
         let path = Self::path_for(db, shard);
@@ -277,7 +484,7 @@ impl ShardLog {
             .await
             .map_err(|e| anyhow::anyhow!("stat {}: {e}", path.display()))?;
 
-        let mut index: HashMap<Vec<u8>, IndexEntry> = HashMap::new();
+        let mut index = Index { map: HashMap::new(), table_bytes: 0, table_budget };
         let mut stats = OpenStats::default();
         let mut max_seq = 0u64;
         let mut off = LOG_START;
@@ -318,12 +525,17 @@ impl ShardLog {
             }
             let w = win.as_ref().unwrap();
             let at = (off - win_start) as usize;
-            let kv = &w[at + HEADER_LEN..at + HEADER_LEN + h.key_len as usize + h.value_len as usize];
-            if checksum_of(kv) != h.checksum {
-                break Some("checksum mismatch".into());
+            let rec = &w[at..at + rlen as usize];
+            let (h, l, sums) = match check_meta(rec) {
+                Ok(x) => x,
+                Err(e) => break Some(e),
+            };
+            let (v0, v1) = l.blocks_range(0, l.blocks);
+            if let Err(i) = check_blocks(&rec[v0..v1], &sums) {
+                break Some(format!("checksum mismatch in value block {i}"));
             }
-            let key = kv[..h.key_len as usize].to_vec();
-            index.insert(key, IndexEntry { offset: off, value_len: h.value_len, record_len: rlen as u32 });
+            let key = rec[HEADER_LEN..HEADER_LEN + l.key_len].to_vec();
+            index.insert(key, off, &l, sums);
             max_seq = max_seq.max(h.seq);
             stats.records += 1;
             off += rlen;
@@ -347,10 +559,11 @@ impl ShardLog {
             file.truncate(off).await.map_err(|e| anyhow::anyhow!("truncating {}: {e}", path.display()))?;
             file.fdatasync().await.map_err(|e| anyhow::anyhow!("fdatasync {}: {e}", path.display()))?;
         }
-        stats.keys = index.len();
+        stats.keys = index.map.len();
         stats.log_bytes = off;
+        stats.table_bytes = index.table_bytes;
         metrics.set_log_bytes(off);
-        metrics.set_keys(index.len() as u64);
+        metrics.set_keys(index.map.len() as u64);
         Ok((
             ShardLog {
                 shard,
@@ -359,8 +572,10 @@ impl ShardLog {
                 index: RefCell::new(index),
                 append: Cell::new(off),
                 next_seq: Cell::new(max_seq + 1),
+                queue: RefCell::new(VecDeque::new()),
                 writer: Semaphore::new(1),
                 failed: RefCell::new(None),
+                groups: Cell::new(0),
                 metrics,
             },
             stats,
@@ -368,43 +583,88 @@ impl ShardLog {
     }
 
     pub fn stat(&self, key: &[u8]) -> Option<u64> {
-        self.index.borrow().get(key).map(|e| e.value_len as u64)
+        self.index.borrow().map.get(key).map(|e| e.value_len as u64)
     }
 
-    /// Durably append all items as one contiguous write, fdatasync, then index
-    /// them. Returns the bytes written.
-    pub async fn put_batch(&self, items: &[(Vec<u8>, Vec<u8>)]) -> Result<u64, String> {
-        for (k, v) in items {
+    /// Group writes (one write + one fdatasync each) done since open.
+    pub fn groups(&self) -> u64 {
+        self.groups.get()
+    }
+
+    /// Bytes of block tables the index holds now.
+    pub fn table_bytes(&self) -> usize {
+        self.index.borrow().table_bytes
+    }
+
+    /// Durably append all items, then index them. Returns the bytes written for
+    /// this batch. Batches arriving while a group is being written wait and go out
+    /// together in the next group: one contiguous aligned write and one fdatasync
+    /// (group commit); each is answered only after that fdatasync.
+    pub async fn put_batch(&self, items: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64, String> {
+        for (k, v) in &items {
             if k.len() > MAX_KEY || v.len() > MAX_FRAME {
                 return Err(format!("item too large: key {} bytes, value {} bytes", k.len(), v.len()));
             }
         }
+        let bytes: u64 = items.iter().map(|(k, v)| record_len(k.len(), v.len())).sum();
+        let done: Done = Rc::new(Cell::new(None));
+        self.queue.borrow_mut().push_back(Pending { items, bytes, done: done.clone() });
         let _permit = self.writer.acquire_permit(1).await.map_err(|e| format!("writer closed: {e}"))?;
-        if let Some(why) = self.failed.borrow().as_ref() {
-            return Err(format!("shard {} refuses writes after an earlier I/O failure: {why}", self.shard));
+        loop {
+            // Written (or failed) by an earlier holder of the permit?
+            if let Some(r) = done.take() {
+                return r;
+            }
+            // Our batch is still queued: write a group from the queue's front.
+            self.write_group().await;
         }
-        if items.is_empty() {
-            return Ok(0);
+    }
+
+    /// Take up to GROUP_MAX_BATCHES / GROUP_MAX_BYTES of queued batches (at least
+    /// one), write them as one aligned write, fdatasync, index them, and complete
+    /// each. Called with the writer permit held.
+    async fn write_group(&self) {
+        let failed = self.failed.borrow().clone();
+        if let Some(why) = failed {
+            let msg = format!("shard {} refuses writes after an earlier I/O failure: {why}", self.shard);
+            for p in self.queue.borrow_mut().drain(..) {
+                p.done.set(Some(Err(msg.clone())));
+            }
+            return;
         }
-        let total: u64 = items.iter().map(|(k, v)| record_len(k.len(), v.len())).sum();
+        let group: Vec<Pending> = {
+            let mut q = self.queue.borrow_mut();
+            let mut total = 0u64;
+            let mut n = 0;
+            while n < q.len() && n < GROUP_MAX_BATCHES && (n == 0 || total + q[n].bytes <= GROUP_MAX_BYTES) {
+                total += q[n].bytes;
+                n += 1;
+            }
+            q.drain(..n).collect()
+        };
+        let total: u64 = group.iter().map(|p| p.bytes).sum();
+        if total == 0 {
+            for p in group {
+                p.done.set(Some(Ok(0)));
+            }
+            return;
+        }
         let start = self.append.get();
         let mut buf = self.file.alloc_dma_buffer(total as usize);
-        let mut placed = Vec::with_capacity(items.len());
+        let mut placed = Vec::with_capacity(group.iter().map(|p| p.items.len()).sum());
         {
             let b = buf.as_bytes_mut();
             let mut at = 0usize;
             let mut seq = self.next_seq.get();
-            for (k, v) in items {
-                let rlen = record_len(k.len(), v.len()) as usize;
-                let rec = &mut b[at..at + rlen];
-                rec[HEADER_LEN..HEADER_LEN + k.len()].copy_from_slice(k);
-                rec[HEADER_LEN + k.len()..HEADER_LEN + k.len() + v.len()].copy_from_slice(v);
-                rec[HEADER_LEN + k.len() + v.len()..].fill(0);
-                let checksum = checksum_of(&rec[HEADER_LEN..HEADER_LEN + k.len() + v.len()]);
-                Header { key_len: k.len() as u16, value_len: v.len() as u32, checksum, seq }.encode(rec);
-                placed.push(IndexEntry { offset: start + at as u64, value_len: v.len() as u32, record_len: rlen as u32 });
-                seq += 1;
-                at += rlen;
+            for p in &group {
+                for (k, v) in &p.items {
+                    let l = Layout::new(k.len(), v.len());
+                    let rlen = l.record_len as usize;
+                    let sums = encode_record(&mut b[at..at + rlen], k, v, seq);
+                    placed.push((start + at as u64, l, sums));
+                    seq += 1;
+                    at += rlen;
+                }
             }
             self.next_seq.set(seq);
         }
@@ -412,63 +672,98 @@ impl ShardLog {
             let msg = format!("{what} {} at offset {start}: {e}", self.path.display());
             tracing::error!(shard = self.shard, "{msg}");
             *self.failed.borrow_mut() = Some(msg.clone());
-            msg
+            for p in &group {
+                p.done.set(Some(Err(msg.clone())));
+            }
         };
         match self.file.write_at(buf, start).await {
             Ok(n) if n as u64 == total => {}
-            Ok(n) => return Err(fail("short write to", format!("{n} of {total} bytes"))),
-            Err(e) => return Err(fail("writing", e.to_string())),
+            Ok(n) => return fail("short write to", format!("{n} of {total} bytes")),
+            Err(e) => return fail("writing", e.to_string()),
         }
         if let Err(e) = self.file.fdatasync().await {
-            return Err(fail("fdatasync", e.to_string()));
+            return fail("fdatasync", e.to_string());
         }
         self.append.set(start + total);
+        self.groups.set(self.groups.get() + 1);
         let mut index = self.index.borrow_mut();
-        for ((k, _), e) in items.iter().zip(placed) {
-            index.insert(k.clone(), e);
+        let mut placed = placed.into_iter();
+        for p in group {
+            for (k, _) in p.items {
+                let (off, l, sums) = placed.next().unwrap();
+                index.insert(k, off, &l, sums);
+            }
+            p.done.set(Some(Ok(p.bytes)));
         }
         self.metrics.set_log_bytes(start + total);
-        self.metrics.set_keys(index.len() as u64);
-        Ok(total)
+        self.metrics.set_keys(index.map.len() as u64);
     }
 
-    /// Read and verify the key's record; return `value[offset..offset+len]`
-    /// clamped to the value.
-    pub async fn get(&self, key: &[u8], offset: u64, len: u32) -> Result<Option<Vec<u8>>, GetError> {
-        let Some(e) = self.index.borrow().get(key).copied() else {
-            return Ok(None);
+    /// Return `value[offset..offset+len]` clamped to the value, reading only the
+    /// disk blocks that hold the value blocks covering that range (and the record's
+    /// meta if its block table is not in the index) and verifying just those blocks.
+    /// The result points into the read buffer (no copy).
+    pub async fn get(&self, key: &[u8], offset: u64, len: u32) -> Result<Option<ReadResult>, GetError> {
+        let (rec_off, l, from, to, cached) = {
+            let index = self.index.borrow();
+            let Some(e) = index.map.get(key) else {
+                return Ok(None);
+            };
+            let vlen = e.value_len as u64;
+            let from = offset.min(vlen) as usize;
+            let to = offset.saturating_add(len as u64).min(vlen) as usize;
+            if to <= from {
+                return Ok(Some(ReadResult::default()));
+            }
+            let l = Layout::new(key.len(), e.value_len as usize);
+            (e.offset, l, from, to, e.sums.range(from / BLOCK, to.div_ceil(BLOCK)))
         };
-        let rec = self
-            .file
-            .read_at_aligned(e.offset, e.record_len as usize)
+        let (b0, b1) = (from / BLOCK, to.div_ceil(BLOCK));
+        let (d0, d1) = l.blocks_range(b0, b1);
+        // Record-relative, aligned: what to read for the blocks.
+        let (r0, r1) = (align_down(d0 as u64), align_up(d1 as u64));
+        let corrupt = |what: String| GetError::Corrupt(format!("{what} in record at offset {rec_off} of {}", self.path.display()));
+        let (buf, base, sums) = match cached {
+            Some(sums) => (self.read(rec_off + r0, (r1 - r0) as usize).await?, r0, sums),
+            None => {
+                let meta_end = align_up(l.meta_len as u64);
+                let (meta, data, base) = if r0 <= meta_end {
+                    // Meta and blocks are adjacent: one read from the record start.
+                    let b = self.read(rec_off, r1.max(meta_end) as usize).await?;
+                    (b.clone(), b, 0)
+                } else {
+                    let (m, d) = futures_lite::future::zip(
+                        self.read(rec_off, meta_end as usize),
+                        self.read(rec_off + r0, (r1 - r0) as usize),
+                    )
+                    .await;
+                    (m?, d?, r0)
+                };
+                let (h, ml, table) = check_meta(&meta).map_err(corrupt)?;
+                if ml != l || &meta[HEADER_LEN..HEADER_LEN + key.len()] != key {
+                    return Err(corrupt(format!("record header does not match the index (seq {})", h.seq)));
+                }
+                (data, base, table[b0..b1].to_vec())
+            }
+        };
+        let (s0, s1) = ((d0 as u64 - base) as usize, (d1 as u64 - base) as usize);
+        if buf.len() < s1 {
+            return Err(corrupt(format!("short read: {} of {} bytes", buf.len(), s1)));
+        }
+        if let Err(i) = check_blocks(&buf[s0..s1], &sums) {
+            return Err(corrupt(format!("checksum mismatch in value block {}", b0 + i)));
+        }
+        let at = (l.value_off + from) as u64 - base;
+        ReadResult::slice(&buf, at as usize, to - from)
+            .map(Some)
+            .ok_or_else(|| corrupt(format!("short read: {} bytes", buf.len())))
+    }
+
+    async fn read(&self, pos: u64, n: usize) -> Result<ReadResult, GetError> {
+        self.file
+            .read_at_aligned(pos, n)
             .await
-            .map_err(|err| GetError::Io(format!("reading {} at {}: {err}", self.path.display(), e.offset)))?;
-        if rec.len() < e.record_len as usize {
-            return Err(GetError::Corrupt(format!(
-                "short read of record at offset {}: {} of {} bytes",
-                e.offset,
-                rec.len(),
-                e.record_len
-            )));
-        }
-        let h = Header::decode(&rec).filter(|h| {
-            h.key_len as usize == key.len() && h.value_len == e.value_len && h.record_len() == e.record_len as u64
-        });
-        let Some(h) = h else {
-            return Err(GetError::Corrupt(format!("damaged record header at offset {}", e.offset)));
-        };
-        let kv = &rec[HEADER_LEN..HEADER_LEN + h.key_len as usize + h.value_len as usize];
-        if checksum_of(kv) != h.checksum || &kv[..key.len()] != key {
-            return Err(GetError::Corrupt(format!(
-                "checksum mismatch in record at offset {} of {}",
-                e.offset,
-                self.path.display()
-            )));
-        }
-        let value = &kv[key.len()..];
-        let from = (offset.min(value.len() as u64)) as usize;
-        let to = (offset.saturating_add(len as u64)).min(value.len() as u64) as usize;
-        Ok(Some(value[from..to.max(from)].to_vec()))
+            .map_err(|err| GetError::Io(format!("reading {} at {pos}: {err}", self.path.display())))
     }
 
     /// Wait until no write is in flight and refuse further ones.
@@ -531,7 +826,207 @@ mod tests {
         b[0] ^= 1;
         assert_eq!(Header::decode(&b), None);
         assert_eq!(record_len(0, 0), 4096);
-        assert_eq!(record_len(21, 4096 - 32 - 21), 4096);
-        assert_eq!(record_len(21, 4096 - 32 - 20), 8192);
+        // One block of value: one table entry.
+        assert_eq!(record_len(21, 4096 - 32 - 21 - 8), 4096);
+        assert_eq!(record_len(21, 4096 - 32 - 21 - 7), 8192);
+    }
+
+    #[test]
+    fn layout() {
+        // A 1 MiB chunk: header, key and 256-entry table in the first block, the
+        // value block-aligned after it.
+        let l = Layout::new(25, 1 << 20);
+        assert_eq!((l.blocks, l.meta_len, l.value_off), (256, 32 + 25 + 2048, 4096));
+        assert_eq!(l.record_len, 4096 + (1 << 20));
+        // The engine benchmark's records: one block on disk.
+        let l = Layout::new(25, 4000);
+        assert_eq!((l.blocks, l.value_off, l.record_len), (1, 65, 4096));
+        // Small and medium values follow the table unless aligning is free.
+        let l = Layout::new(25, 10_000);
+        assert_eq!((l.value_off, l.record_len), (32 + 25 + 24, 12288));
+        let l = Layout::new(25, 8192);
+        assert_eq!((l.value_off, l.record_len), (4096, 12288));
+        assert_eq!(Layout::new(25, 0).record_len, 4096);
+        // Every layout fits its record.
+        for v in [0, 1, 4095, 4096, 4097, 60_000, 65_535, 65_536, 70_000, MAX_FRAME] {
+            let l = Layout::new(MAX_KEY, v);
+            assert!(l.value_off >= l.meta_len && l.value_off as u64 + v as u64 <= l.record_len, "{l:?}");
+            assert_eq!(l.record_len % ALIGN, 0);
+        }
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let key = b"Bsome-key".to_vec();
+        let value: Vec<u8> = (0..70_000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+        let l = Layout::new(key.len(), value.len());
+        let mut rec = vec![0xeeu8; l.record_len as usize];
+        let sums = encode_record(&mut rec, &key, &value, 42);
+        let (h, l2, table) = check_meta(&rec).unwrap();
+        assert_eq!((h.seq, l2, &table), (42, l, &sums));
+        assert_eq!(&rec[l.value_off..l.value_off + value.len()], &value[..]);
+        assert!(check_blocks(&rec[l.value_off..l.value_off + value.len()], &sums).is_ok());
+        // Any change to the header, key or table breaks the meta checksum.
+        for at in [5, 9, 13, 25, HEADER_LEN + 2, l.meta_len - 1] {
+            let mut bad = rec.clone();
+            bad[at] ^= 1;
+            assert!(check_meta(&bad).is_err(), "byte {at}");
+        }
+        // A value byte breaks exactly its block.
+        let mut bad = rec.clone();
+        bad[l.value_off + 3 * BLOCK + 17] ^= 1;
+        assert_eq!(check_blocks(&bad[l.value_off..l.value_off + value.len()], &sums), Err(3));
+    }
+
+    fn db_dir(name: &str) -> PathBuf {
+        let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/engine-tests")
+            .join(format!("unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .unwrap()
+            .run(f)
+    }
+
+    async fn open(db: &Path, budget: usize) -> ShardLog {
+        ShardLog::open(db, 0, 1, budget, Default::default()).await.unwrap().0
+    }
+
+    fn val(seed: u32, n: usize) -> Vec<u8> {
+        (0..n as u32).map(|i| (i.wrapping_mul(2654435761) ^ seed).to_le_bytes()[1]).collect()
+    }
+
+    fn flip(db: &Path, at: u64) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(ShardLog::path_for(db, 0)).unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    async fn get(log: &ShardLog, key: &[u8], off: u64, len: u32) -> Result<Vec<u8>, String> {
+        match log.get(key, off, len).await {
+            Ok(Some(d)) => Ok(d.to_vec()),
+            Ok(None) => Err("not found".into()),
+            Err(GetError::Corrupt(m)) | Err(GetError::Io(m)) => Err(m),
+        }
+    }
+
+    /// With no table budget every GET reads and verifies the record's meta too.
+    #[test]
+    fn tables_not_in_memory_are_read_and_verified() {
+        let db = db_dir("uncached");
+        run(async {
+            let big = val(1, 1 << 20);
+            let mid = val(2, 70_000);
+            let small = val(3, 5000);
+            let log = open(&db, 0).await;
+            let items =
+                vec![(b"Bbig".to_vec(), big.clone()), (b"Bmid".to_vec(), mid.clone()), (b"Bsmall".to_vec(), small.clone())];
+            log.put_batch(items).await.unwrap();
+            assert_eq!(log.table_bytes(), 0);
+            for (k, v) in [(&b"Bbig"[..], &big), (b"Bmid", &mid), (b"Bsmall", &small)] {
+                for (off, len) in [(0u64, u32::MAX), (0, 10), (4096, 4096), (4000, 200), (v.len() as u64 - 3, 100)] {
+                    let from = off as usize;
+                    let to = (from + len as usize).min(v.len());
+                    assert_eq!(get(&log, k, off, len).await.unwrap(), &v[from..to], "{off} {len}");
+                }
+            }
+            // Same answers with the tables in memory (after a restart with a budget).
+            log.close().await;
+            let log = open(&db, TABLE_CACHE_BYTES).await;
+            assert_eq!(log.table_bytes(), 8 * (256 + 18 + 2));
+            assert_eq!(get(&log, b"Bbig", 8190, 5).await.unwrap(), &big[8190..8195]);
+            assert_eq!(get(&log, b"Bmid", 0, u32::MAX).await.unwrap(), mid);
+            log.close().await;
+
+            // A damaged table entry (block 9 of Bbig): without the table in memory
+            // every read of Bbig fails on the meta checksum, before any block is served.
+            let log = open(&db, 0).await;
+            flip(&db, LOG_START + (HEADER_LEN + 4 + 8 * 9) as u64);
+            for (off, len) in [(0u64, 10u32), (9 * 4096, 4096), (0, u32::MAX)] {
+                let e = get(&log, b"Bbig", off, len).await.unwrap_err();
+                assert!(e.contains("meta checksum mismatch"), "{e}");
+            }
+            assert_eq!(get(&log, b"Bmid", 0, u32::MAX).await.unwrap(), mid);
+            log.close().await;
+            let (log, stats) = ShardLog::open(&db, 0, 1, 0, Default::default()).await.unwrap();
+            // The scan verifies meta checksums: the damaged record and all after it are cut.
+            assert_eq!((stats.records, stats.keys), (0, 0));
+            assert!(stats.cut_bytes > 0);
+            log.close().await;
+        });
+    }
+
+    #[test]
+    fn damaged_block_is_refused_only_where_read() {
+        for budget in [0, TABLE_CACHE_BYTES] {
+            let db = db_dir(&format!("block-{budget}"));
+            run(async {
+                let big = val(1, 1 << 20);
+                let log = open(&db, budget).await;
+                log.put_batch(vec![(b"Bbig".to_vec(), big.clone())]).await.unwrap();
+                let l = Layout::new(4, big.len());
+                // Damage value block 5.
+                flip(&db, LOG_START + (l.value_off + 5 * BLOCK + 100) as u64);
+                // Other blocks are served.
+                assert_eq!(get(&log, b"Bbig", 2 * 4096, 4096).await.unwrap(), &big[8192..12288]);
+                assert_eq!(get(&log, b"Bbig", 6 * 4096, 3 * 4096).await.unwrap(), &big[6 * 4096..9 * 4096]);
+                // Block 5, or any range touching it, is not.
+                for (off, len) in [(5 * 4096u64, 4096u32), (5 * 4096 + 100, 1), (4 * 4096, 8192), (0, u32::MAX)] {
+                    let e = get(&log, b"Bbig", off, len).await.unwrap_err();
+                    assert!(e.contains("checksum mismatch in value block 5"), "{e}");
+                }
+                log.close().await;
+            });
+        }
+    }
+
+    /// Batches arriving during a write go out together; each is acknowledged
+    /// only after the group's fdatasync, and all are readable after a restart.
+    #[test]
+    fn concurrent_batches_are_group_committed() {
+        let db = db_dir("group");
+        run(async {
+            let log = Rc::new(open(&db, TABLE_CACHE_BYTES).await);
+            let n = 200u32;
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        let k = format!("Bk{i}").into_bytes();
+                        log.put_batch(vec![(k.clone(), val(i, 100 + i as usize * 50))]).await.unwrap();
+                        // Acknowledged means durable and indexed.
+                        assert_eq!(log.stat(&k), Some(100 + i as u64 * 50));
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+            let groups = log.groups();
+            assert!(groups < n as u64 / 2, "{groups} groups for {n} batches");
+            assert!(groups >= (n as u64).div_ceil(GROUP_MAX_BATCHES as u64));
+            Rc::try_unwrap(log).ok().unwrap().close().await;
+            let (log, stats) = ShardLog::open(&db, 0, 1, TABLE_CACHE_BYTES, Default::default()).await.unwrap();
+            assert_eq!((stats.records, stats.cut_bytes), (n as u64, 0));
+            for i in 0..n {
+                let v = val(i, 100 + i as usize * 50);
+                assert_eq!(get(&log, format!("Bk{i}").as_bytes(), 0, u32::MAX).await.unwrap(), v);
+            }
+            // A failed shard refuses the queued and the later batches alike.
+            *log.failed.borrow_mut() = Some("test".into());
+            let e = log.put_batch(vec![(b"Bx".to_vec(), vec![1])]).await.unwrap_err();
+            assert!(e.contains("refuses writes"), "{e}");
+            log.close().await;
+        });
     }
 }

@@ -6,11 +6,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
+
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::io::ReadResult;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use monofs_net::hrw::shard_of;
-use monofs_net::proto::{frame_len, Request, Response};
+use monofs_net::proto::{frame_len, op, Request, Response};
 use monofs_net::MAX_FRAME;
 
 use crate::log::{GetError, ShardLog};
@@ -25,6 +28,19 @@ pub const MAX_INFLIGHT_BYTES: usize = 8 * MAX_FRAME;
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a request is answered with: a DATA reply is sent straight from the read
+/// buffer (frame header and data in one `sendmsg`, no copy).
+pub enum Reply {
+    Resp(Response),
+    Data(ReadResult),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Resp(r)
+    }
+}
 
 pub struct Shard {
     pub index: u16,
@@ -54,7 +70,39 @@ impl Shard {
         (s != self.index).then_some(s)
     }
 
-    pub async fn handle(&self, req: Request) -> Response {
+    pub async fn handle(&self, req: Request) -> Reply {
+        match req {
+            Request::Get { key, offset, len } => {
+                if let Some(s) = self.owner(&key) {
+                    return Response::WrongShard(s).into();
+                }
+                // A DATA body is 1 + 4 + data bytes and must fit in a frame.
+                let len = len.min((MAX_FRAME - 5) as u32);
+                match self.log.get(&key, offset, len).await {
+                    Ok(Some(d)) => {
+                        self.metrics.get(d.len());
+                        Reply::Data(d)
+                    }
+                    Ok(None) => {
+                        self.metrics.get(0);
+                        Response::NotFound.into()
+                    }
+                    Err(GetError::Corrupt(m)) => {
+                        self.metrics.checksum_failure();
+                        tracing::error!(shard = self.index, key = %hex(&key), "refusing to serve corrupt record: {m}");
+                        Response::Error(m).into()
+                    }
+                    Err(GetError::Io(m)) => {
+                        tracing::error!(shard = self.index, key = %hex(&key), "read failed: {m}");
+                        Response::Error(m).into()
+                    }
+                }
+            }
+            req => self.handle_other(req).await.into(),
+        }
+    }
+
+    async fn handle_other(&self, req: Request) -> Response {
         match req {
             Request::Hello => Response::HelloOk {
                 node_id: self.node_id.clone(),
@@ -65,40 +113,16 @@ impl Shard {
                 if let Some(s) = items.iter().find_map(|(k, _)| self.owner(k)) {
                     return Response::WrongShard(s);
                 }
-                match self.log.put_batch(&items).await {
+                let n = items.len();
+                match self.log.put_batch(items).await {
                     Ok(bytes) => {
-                        self.metrics.put(items.len(), bytes);
+                        self.metrics.put(n, bytes);
                         Response::Ok
                     }
                     Err(e) => Response::Error(e),
                 }
             }
-            Request::Get { key, offset, len } => {
-                if let Some(s) = self.owner(&key) {
-                    return Response::WrongShard(s);
-                }
-                // A DATA body is 1 + 4 + data bytes and must fit in a frame.
-                let len = len.min((MAX_FRAME - 5) as u32);
-                match self.log.get(&key, offset, len).await {
-                    Ok(Some(d)) => {
-                        self.metrics.get(d.len());
-                        Response::Data(d)
-                    }
-                    Ok(None) => {
-                        self.metrics.get(0);
-                        Response::NotFound
-                    }
-                    Err(GetError::Corrupt(m)) => {
-                        self.metrics.checksum_failure();
-                        tracing::error!(shard = self.index, key = %hex(&key), "refusing to serve corrupt record: {m}");
-                        Response::Error(m)
-                    }
-                    Err(GetError::Io(m)) => {
-                        tracing::error!(shard = self.index, key = %hex(&key), "read failed: {m}");
-                        Response::Error(m)
-                    }
-                }
-            }
+            Request::Get { .. } => unreachable!("GET is handled by handle"),
             Request::Stat { key } => {
                 if let Some(s) = self.owner(&key) {
                     return Response::WrongShard(s);
@@ -205,8 +229,11 @@ async fn serve_conn(shard: &Shard, mut stream: TcpStream, peer: &str) {
             }
         };
         drop(body);
-        let resp = shard.handle(req).await;
-        if let Err(e) = send(&mut stream, &mut out, &resp).await {
+        let sent = match shard.handle(req).await {
+            Reply::Resp(resp) => send(&mut stream, &mut out, &resp).await,
+            Reply::Data(d) => send_data(&mut stream, &d).await,
+        };
+        if let Err(e) = sent {
             tracing::debug!(shard = shard.index, peer, "write failed: {e}");
             return;
         }
@@ -226,4 +253,42 @@ async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, resp: &Response) -> std
         *out = Vec::new();
     }
     Ok(())
+}
+
+/// Send a DATA reply: frame header, opcode and length (9 bytes), then the data
+/// straight from the read buffer. One non-blocking `sendmsg` of both usually
+/// takes all of it; whatever it did not take is written through glommio.
+async fn send_data(stream: &mut TcpStream, d: &[u8]) -> std::io::Result<()> {
+    let mut hdr = [0u8; 9];
+    hdr[..4].copy_from_slice(&((1 + 4 + d.len()) as u32).to_be_bytes());
+    hdr[4] = op::DATA;
+    hdr[5..].copy_from_slice(&(d.len() as u32).to_be_bytes());
+    let mut iov = [
+        libc::iovec { iov_base: hdr.as_ptr() as *mut libc::c_void, iov_len: hdr.len() },
+        libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() },
+    ];
+    // SAFETY: a zeroed msghdr is valid; it points at the two iovecs, which
+    // point at `hdr` and `d`, all alive for the duration of the call.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    let sent = if sent < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::WouldBlock {
+            return Err(e);
+        }
+        0
+    } else {
+        sent as usize
+    };
+    if sent < hdr.len() {
+        stream.write_all(&hdr[sent..]).await?;
+        stream.write_all(d).await?;
+    } else if sent < hdr.len() + d.len() {
+        stream.write_all(&d[sent - hdr.len()..]).await?;
+    }
+    stream.flush().await
 }

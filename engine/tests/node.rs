@@ -233,8 +233,9 @@ fn corrupt_record_is_never_served() {
     c.put_batch(vec![(key(2), b.clone())]).unwrap();
     assert_eq!(c.get(&key(2), 0, u32::MAX).unwrap().unwrap(), b);
 
-    // The file header is one block, key(1)'s record the next; key(2)'s starts at 8192.
-    let at = 8192 + 32 + key(2).len() as u64 + 5000;
+    // The file header is one block, key(1)'s record the next; key(2)'s starts at 8192,
+    // its value (3 blocks) after the 32-byte header, the key and the 3-entry table.
+    let at = 8192 + 32 + key(2).len() as u64 + 3 * 8 + 5000;
     let f = std::fs::OpenOptions::new().read(true).write(true).open(db.join("shard-0.log")).unwrap();
     let mut byte = [0u8; 1];
     f.read_exact_at(&mut byte, at).unwrap();
@@ -243,16 +244,68 @@ fn corrupt_record_is_never_served() {
     f.sync_all().unwrap();
     drop(f);
 
-    for (off, len) in [(0u64, u32::MAX), (0, 10), (4990, 20)] {
+    // Byte 5000 lies in value block 1 (4096..8192): every read touching it fails.
+    for (off, len) in [(0u64, u32::MAX), (4990, 20), (5000, 1), (4096, 4096), (8000, 2000)] {
         match c.get(&key(2), off, len) {
             Err(NetError::Remote { message, .. }) => assert!(message.contains("checksum"), "{message}"),
-            other => panic!("corrupt record served: {:?}", other.map(|o| o.map(|v| v.len()))),
+            other => panic!("corrupt block served: {:?}", other.map(|o| o.map(|v| v.len()))),
         }
     }
+    // Blocks 0 and 2 are intact, verified and served.
+    assert_eq!(c.get(&key(2), 0, 10).unwrap().unwrap(), &b[..10]);
+    assert_eq!(c.get(&key(2), 8192, 4096).unwrap().unwrap(), &b[8192..]);
     // Other records are unaffected.
     assert_eq!(c.get(&key(1), 0, u32::MAX).unwrap().unwrap(), a);
-    assert!(node.metrics().total().checksum_failures >= 3);
+    assert!(node.metrics().total().checksum_failures >= 5);
     node.shutdown().unwrap();
+}
+
+#[test]
+fn corrupt_block_of_a_chunk_is_refused_only_where_read() {
+    let db = db_dir("corrupt-chunk");
+    let (node, addr) = start_node(&db, 1);
+    let c = client(&addr);
+    let k = b"Bchunk".to_vec();
+    let v = value(5, 1 << 20);
+    c.put_batch(vec![(k.clone(), v.clone())]).unwrap();
+    // A 1 MiB value starts one block into its record (header, key, table before it).
+    let block = |i: u64| 4096 + 4096 + i * 4096;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(db.join("shard-0.log")).unwrap();
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, block(100) + 7).unwrap();
+    assert_eq!(byte[0], v[100 * 4096 + 7]);
+    f.write_all_at(&[byte[0] ^ 1], block(100) + 7).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+
+    // A block other than the damaged one: served.
+    assert_eq!(c.get(&k, 99 * 4096, 4096).unwrap().unwrap(), &v[99 * 4096..100 * 4096]);
+    assert_eq!(c.get(&k, 101 * 4096 + 5, 4096).unwrap().unwrap(), &v[101 * 4096 + 5..102 * 4096 + 5]);
+    // The damaged block: refused, alone or within a larger range.
+    for (off, len) in [(100 * 4096u64, 4096u32), (100 * 4096 + 7, 1), (99 * 4096 + 1, 4096), (0, u32::MAX)] {
+        match c.get(&k, off, len) {
+            Err(NetError::Remote { message, .. }) => assert!(message.contains("value block 100"), "{message}"),
+            other => panic!("corrupt block served: {:?}", other.map(|o| o.map(|v| v.len()))),
+        }
+    }
+    assert_eq!(node.metrics().total().checksum_failures, 4);
+    node.shutdown().unwrap();
+}
+
+#[test]
+fn old_format_log_is_refused() {
+    let db = db_dir("oldformat");
+    // A version 1 file header, as written before per-block checksums.
+    let mut h = vec![0u8; 4096];
+    h[..8].copy_from_slice(b"MONOFSLG");
+    h[8..12].copy_from_slice(&1u32.to_be_bytes());
+    h[14..16].copy_from_slice(&1u16.to_be_bytes());
+    std::fs::write(db.join("shard-0.log"), &h).unwrap();
+    let err = start_at(&db, 1, 0).err().expect("an old-format log must be refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("log format version 1 is not supported") && msg.contains("shard-0.log"), "{msg}");
+    // Left as it was.
+    assert_eq!(std::fs::read(db.join("shard-0.log")).unwrap(), h);
 }
 
 fn read_to_end_or_reset(s: &mut TcpStream) -> Vec<u8> {

@@ -66,6 +66,16 @@ pub const GROUP_MAX_BYTES: u64 = 8 << 20;
 pub const GROUP_MAX_BATCHES: usize = 64;
 /// Bytes read at a time while rebuilding the index.
 const SCAN_WINDOW: usize = 4 << 20;
+/// The start-up scan verifies the value blocks of every record that ends within
+/// this many bytes of the end of the file, and of every record with a value
+/// below [`ALIGNED_VALUE_MIN`] (read anyway: its meta and value share the scan
+/// window). Only the last write can be torn by a crash — each group's write is
+/// followed by fdatasync before the next one starts — and one write is at most
+/// GROUP_MAX_BYTES or one batch (one frame of payload, 8 MiB, plus at most
+/// 4096 × 4 KiB of meta and padding): 64 MiB covers it. Older large records have
+/// only their meta (header, key, block table) read and checked at start; their
+/// blocks are checked by every GET.
+pub const TAIL_VERIFY: u64 = 64 << 20;
 /// Offset of the first record: the file header takes the first block.
 pub const LOG_START: u64 = ALIGN;
 pub const FILE_MAGIC: [u8; 8] = *b"MONOFSLG";
@@ -460,7 +470,8 @@ impl ShardLog {
     }
 
     /// Open or create the log and rebuild the index by scanning it: every
-    /// record's meta checksum and every block checksum is verified. A torn or
+    /// record's meta checksum is verified, and the block checksums of the records
+    /// in the last [`TAIL_VERIFY`] bytes and of all small ones. A torn or
     /// invalid tail is cut off (truncated) so later appends never sit before
     /// stale bytes. `table_budget` bounds the block tables kept in memory.
     pub async fn open(
@@ -491,6 +502,9 @@ impl ShardLog {
         // Window of the file currently in memory: [win_start, win_start + win.len()).
         let mut win_start = 0u64;
         let mut win: Option<ReadResult> = None;
+        // Large records before the tail: read their meta only.
+        let sparse_until = size.saturating_sub(TAIL_VERIFY);
+        let mut sparse = false;
         let cut_reason: Option<String> = loop {
             if off >= size {
                 break None;
@@ -502,7 +516,8 @@ impl ShardLog {
                 win.as_ref().is_some_and(|w| off >= win_start && end <= win_start + w.len() as u64)
             };
             if !covered(&win, win_start, off + HEADER_LEN as u64) {
-                let n = SCAN_WINDOW.min(align_up(size - off) as usize);
+                // After a skipped value the next record may well be large too.
+                let n = if sparse { ALIGN as usize } else { SCAN_WINDOW }.min(align_up(size - off) as usize);
                 win = Some(read_aligned(&file, &path, off, n).await?);
                 win_start = off;
             }
@@ -511,28 +526,35 @@ impl ShardLog {
             let Some(h) = Header::decode(&w[at..]) else {
                 break Some("invalid header".into());
             };
-            let rlen = h.record_len();
+            let l = h.layout();
+            let rlen = l.record_len;
             if off + rlen > size {
                 break Some(format!("record of {rlen} bytes extends past end of file"));
             }
-            if !covered(&win, win_start, off + rlen) {
-                let n = SCAN_WINDOW.max(rlen as usize).min(align_up(size - off) as usize);
+            sparse = l.value_len >= ALIGNED_VALUE_MIN && off + rlen <= sparse_until;
+            // What must be in memory: the meta of a skipped record, else all of it.
+            let need = if sparse { align_up(l.meta_len as u64) } else { rlen };
+            if !covered(&win, win_start, off + need) {
+                let want = if sparse { need as usize } else { SCAN_WINDOW.max(rlen as usize) };
+                let n = want.min(align_up(size - off) as usize);
                 win = Some(read_aligned(&file, &path, off, n).await?);
                 win_start = off;
-                if !covered(&win, win_start, off + rlen) {
+                if !covered(&win, win_start, off + need) {
                     break Some("short read".into());
                 }
             }
             let w = win.as_ref().unwrap();
             let at = (off - win_start) as usize;
-            let rec = &w[at..at + rlen as usize];
+            let rec = &w[at..at + need as usize];
             let (h, l, sums) = match check_meta(rec) {
                 Ok(x) => x,
                 Err(e) => break Some(e),
             };
-            let (v0, v1) = l.blocks_range(0, l.blocks);
-            if let Err(i) = check_blocks(&rec[v0..v1], &sums) {
-                break Some(format!("checksum mismatch in value block {i}"));
+            if !sparse {
+                let (v0, v1) = l.blocks_range(0, l.blocks);
+                if let Err(i) = check_blocks(&rec[v0..v1], &sums) {
+                    break Some(format!("checksum mismatch in value block {i}"));
+                }
             }
             let key = rec[HEADER_LEN..HEADER_LEN + l.key_len].to_vec();
             index.insert(key, off, &l, sums);
@@ -1026,6 +1048,33 @@ mod tests {
             *log.failed.borrow_mut() = Some("test".into());
             let e = log.put_batch(vec![(b"Bx".to_vec(), vec![1])]).await.unwrap_err();
             assert!(e.contains("refuses writes"), "{e}");
+            log.close().await;
+        });
+    }
+
+    /// A damaged block of a large record before the tail region is not a torn
+    /// tail: the scan reads only that record's meta, keeps every record, and GET
+    /// refuses the block. Damage in the tail region is cut at start.
+    #[test]
+    fn scan_verifies_blocks_in_the_tail_only() {
+        let db = db_dir("tail");
+        run(async {
+            let log = open(&db, TABLE_CACHE_BYTES).await;
+            let n = 80u32; // 80 MiB + meta: the first records end before the tail region
+            for i in 0..n {
+                log.put_batch(vec![(format!("Bc{i}").into_bytes(), val(i, 1 << 20))]).await.unwrap();
+            }
+            log.close().await;
+            let rec = |i: u64| LOG_START + i * (4096 + (1 << 20));
+            flip(&db, rec(1) + 4096 + 3 * 4096); // block 3 of Bc1
+            flip(&db, rec(n as u64 - 1) + 4096 + 200 * 4096); // block 200 of the last record
+            let (log, stats) = ShardLog::open(&db, 0, 1, TABLE_CACHE_BYTES, Default::default()).await.unwrap();
+            assert_eq!(stats.records, n as u64 - 1, "only the damaged last record is cut");
+            assert_eq!(stats.cut_bytes, 4096 + (1 << 20));
+            let e = get(&log, b"Bc1", 3 * 4096, 10).await.unwrap_err();
+            assert!(e.contains("checksum mismatch in value block 3"), "{e}");
+            assert_eq!(get(&log, b"Bc1", 4 * 4096, 10).await.unwrap(), &val(1, 1 << 20)[4 * 4096..4 * 4096 + 10]);
+            assert_eq!(get(&log, b"Bc2", 0, u32::MAX).await.unwrap(), val(2, 1 << 20));
             log.close().await;
         });
     }

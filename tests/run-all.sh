@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # The MonoFS test suite: build, unit/integration tests, then the end-to-end scripts.
 #
-# usage: tests/run-all.sh [--no-cargo] [E2E_NAME_PATTERN...]
+# usage: tests/run-all.sh [--no-setup] [--no-cargo] [E2E_NAME_PATTERN...]
 #
+#   0. tests/setup.sh                   (apt packages, the VM's kernel and initramfs)
 #   1. cargo build --release            (release everywhere, so the build is shared)
 #   2. cargo test --workspace --release
 #   3. tests/e2e/*.sh in order (only those matching a pattern, if given), each under
 #      `timeout $MONOFS_E2E_TIMEOUT` (default 1200 s), output streamed and kept in
 #      target/e2e-logs/NAME.log
-# --no-cargo (or MONOFS_SKIP_CARGO=1) skips steps 1-2.
+# --no-setup (or MONOFS_SKIP_SETUP=1) skips step 0, --no-cargo (or MONOFS_SKIP_CARGO=1)
+# steps 1-2.
 # The last line is "e2e: N passed, M failed"; the exit status is non-zero if anything failed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 skip_cargo="${MONOFS_SKIP_CARGO:-0}"
+skip_setup="${MONOFS_SKIP_SETUP:-0}"
 patterns=()
 for a in "$@"; do
     case "$a" in
         --no-cargo) skip_cargo=1 ;;
+        --no-setup) skip_setup=1 ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) patterns+=("$a") ;;
     esac
@@ -38,6 +42,11 @@ done
 section() { echo; echo "==== $* ($(date -u +%H:%M:%S))"; }
 t_start=$(date +%s)
 status=0
+
+if [ "$skip_setup" != 1 ]; then
+    section "setup"
+    tests/setup.sh
+fi
 
 if [ "$skip_cargo" != 1 ]; then
     section "cargo build --release"

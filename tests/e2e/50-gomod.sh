@@ -52,7 +52,7 @@ def publish(module, version, files):
 
 def hello(msg):
     return {
-        "go.mod": (b"module example.com/hello\n\ngo 1.21\n", False),
+        "go.mod": (b"module example.com/hello\n\ngo 1.19\n", False),
         "hello.go": (b'package hello\n\nconst Msg = "%s"\n' % msg.encode(), False),
         "internal/greet/greet.go": (b"package greet\n", False),
         "tools/gen.sh": (b"#!/bin/sh\necho gen\n", True),
@@ -138,7 +138,7 @@ if command -v go >/dev/null 2>&1; then
         "$MONOFS_BIN" cat "$AV/$f" >"$GP/example.com/hello/@v/$f"
     done
     mkdir -p "$E2E_TMP/gomain" && cd "$E2E_TMP/gomain"
-    printf 'module example.com/main\n\ngo 1.21\n\nrequire example.com/hello v1.1.0\n' >go.mod
+    printf 'module example.com/main\n\ngo 1.19\n\nrequire example.com/hello v1.1.0\n' >go.mod
     printf 'package main\n\nimport "example.com/hello"\n\nfunc main() { println(hello.Msg) }\n' >main.go
     e2e_check "go build with GOPROXY=file:// of MonoFS's files" env GOPROXY="file://$GP" \
         GOFLAGS=-mod=mod GOSUMDB=off GOPATH="$E2E_TMP/gopath" GOCACHE="$E2E_TMP/gocache" \

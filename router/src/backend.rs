@@ -20,6 +20,9 @@ use crate::Router;
 pub const FSID: u64 = 0x4d6f_6e6f_4653;
 /// Longest symlink target served.
 pub const MAX_SYMLINK: u64 = 64 << 10;
+/// Unit of the router's content cache and of its reads from nodes.
+pub const BLOCK: u64 = 64 << 10;
+const _: () = assert!(CHUNK_SIZE as u64 % BLOCK == 0, "blocks tile chunks");
 /// Longest READ served (FSINFO says 1 MiB; a client asking more gets 1 MiB).
 pub const MAX_READ: u32 = 1 << 20;
 
@@ -192,7 +195,10 @@ impl Router {
     }
 
     /// Bytes `offset .. offset + count` of a blob reached through repository
-    /// `repo`; chunks no node has yet are brought by a fetcher first.
+    /// `repo`, through the router's block cache: what is not cached is read from
+    /// the owners a run of whole blocks at a time (so a small READ also brings
+    /// the rest of its block, as read-ahead), and chunks no node has yet are
+    /// brought by a fetcher first.
     fn read_blob(
         &self,
         repo: u64,
@@ -202,44 +208,93 @@ impl Router {
         count: u32,
     ) -> Result<Vec<u8>, Status> {
         let end = offset.saturating_add(count as u64).min(size);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        let mut pos = offset;
-        while pos < end {
-            let chunk = pos / CHUNK_SIZE as u64;
-            let in_chunk = pos % CHUNK_SIZE as u64;
-            let len = (CHUNK_SIZE as u64 - in_chunk).min(end - pos) as u32;
-            let key = keys::blob_chunk(oid, chunk as u32);
-            let mut fetched = false;
-            let data = loop {
-                match self.cluster.get(&key, in_chunk, len) {
-                    Ok(Some(d)) => break d,
-                    Ok(None) if !fetched => {
-                        Metrics::inc(&self.metrics.lazy_fetches);
-                        self.bring_chunk(repo, oid, size, chunk as u32)?;
-                        fetched = true;
-                    }
-                    Ok(None) => {
-                        tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, "blob chunk missing after its fetch");
-                        return Err(Status::Io);
-                    }
-                    Err(e) => {
-                        tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, error = %e, "blob chunk unavailable");
-                        return Err(Status::Io);
-                    }
-                }
-            };
-            if data.len() != len as usize {
-                tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, got = data.len(), want = len, "short blob chunk");
-                return Err(Status::Io);
-            }
-            pos += len as u64;
-            if out.is_empty() && pos == end {
-                // The whole READ fell within one chunk: hand the node's buffer on.
-                return Ok(data);
-            }
-            out.extend_from_slice(&data);
+        if offset >= end {
+            return Ok(Vec::new());
         }
+        let (first, last) = (offset / BLOCK, (end - 1) / BLOCK);
+        let mut blocks: Vec<Option<Arc<Vec<u8>>>> = (first..=last)
+            .map(|b| self.blocks.get(&(*oid, b)))
+            .collect();
+        let mut b = first;
+        while b <= last {
+            if blocks[(b - first) as usize].is_some() {
+                Metrics::inc(&self.metrics.block_cache_hits);
+                b += 1;
+                continue;
+            }
+            // A run of missing blocks, within one chunk.
+            let chunk_last = (b * BLOCK / CHUNK_SIZE as u64 + 1) * (CHUNK_SIZE as u64 / BLOCK) - 1;
+            let mut run_end = b;
+            while run_end < last.min(chunk_last) && blocks[(run_end + 1 - first) as usize].is_none()
+            {
+                run_end += 1;
+            }
+            let from = b * BLOCK;
+            let to = ((run_end + 1) * BLOCK).min(size);
+            let data = self.read_range(repo, oid, size, from, (to - from) as u32)?;
+            for (k, piece) in data.chunks(BLOCK as usize).enumerate() {
+                let block = Arc::new(piece.to_vec());
+                let idx = b + k as u64;
+                self.blocks
+                    .insert((*oid, idx), block.clone(), piece.len() + 64);
+                blocks[(idx - first) as usize] = Some(block);
+                Metrics::inc(&self.metrics.block_cache_misses);
+            }
+            b = run_end + 1;
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (k, block) in blocks.iter().enumerate() {
+            let block = block.as_ref().expect("every block filled above");
+            let start = (first + k as u64) * BLOCK;
+            let lo = offset.saturating_sub(start) as usize;
+            let hi = ((end - start) as usize).min(block.len());
+            out.extend_from_slice(&block[lo..hi]);
+        }
+        debug_assert_eq!(out.len() as u64, end - offset);
         Ok(out)
+    }
+
+    /// Bytes `from .. from + len` of a blob, which must lie within one chunk,
+    /// from its owners.
+    fn read_range(
+        &self,
+        repo: u64,
+        oid: &monofs_net::Oid,
+        size: u64,
+        from: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, Status> {
+        let chunk = from / CHUNK_SIZE as u64;
+        let in_chunk = from % CHUNK_SIZE as u64;
+        assert!(
+            in_chunk + len as u64 <= CHUNK_SIZE as u64,
+            "a range within one chunk"
+        );
+        let key = keys::blob_chunk(oid, chunk as u32);
+        let mut fetched = false;
+        let data = loop {
+            match self.cluster.get(&key, in_chunk, len) {
+                Ok(Some(d)) => break d,
+                Ok(None) if !fetched => {
+                    Metrics::inc(&self.metrics.lazy_fetches);
+                    self.bring_chunk(repo, oid, size, chunk as u32)?;
+                    fetched = true;
+                }
+                Ok(None) => {
+                    tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, "blob chunk missing after its fetch");
+                    return Err(Status::Io);
+                }
+                Err(e) => {
+                    tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, error = %e, "blob chunk unavailable");
+                    return Err(Status::Io);
+                }
+            }
+        };
+        if data.len() != len as usize {
+            tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, got = data.len(), want = len, "short blob chunk");
+            return Err(Status::Io);
+        }
+        Ok(data)
     }
 
     fn lookup_in(&self, dir: &Handle, name: &[u8]) -> Result<Handle, Status> {

@@ -56,10 +56,13 @@ fn handle(router: &Arc<Router>, mut req: Request) {
     let path = req.url().split('?').next().unwrap_or("").to_string();
     let resp = match (req.method(), path.as_str()) {
         (Method::Get, "/healthz") => json_response(200, &json!({"ok": true})),
-        (Method::Get, "/metrics") => {
-            Response::from_data(router.metrics.render(router.dirs.bytes()).into_bytes())
-                .with_header(header("Content-Type", "text/plain; version=0.0.4"))
-        }
+        (Method::Get, "/metrics") => Response::from_data(
+            router
+                .metrics
+                .render(router.dirs.bytes(), router.blocks.bytes())
+                .into_bytes(),
+        )
+        .with_header(header("Content-Type", "text/plain; version=0.0.4")),
         (Method::Get, "/api/repos") => match router.repos() {
             Ok(repos) => json_response(200, &Value::Array(repos.iter().map(entry_json).collect())),
             Err(e) => json_response(503, &json!({"error": e})),

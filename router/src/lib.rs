@@ -33,6 +33,9 @@ use crate::namespace::Namespace;
 pub const NS_TTL: Duration = Duration::from_secs(1);
 /// Bytes of directory records cached.
 pub const DIR_CACHE_BYTES: usize = 256 << 20;
+/// Bytes of file content cached (in `backend::BLOCK` blocks). Content is
+/// immutable, so a cached block never goes stale.
+pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
 
 pub struct RouterConfig {
     /// NFS, MOUNT and PORTMAP on one TCP port.
@@ -55,6 +58,7 @@ pub struct Router {
     /// Serializes this router's read-modify-write of the namespace record.
     ns_write: Mutex<()>,
     pub(crate) dirs: ByteLru<Oid, Vec<monofs_net::dir::Entry>>,
+    pub(crate) blocks: ByteLru<(Oid, u64), Vec<u8>>,
     pub(crate) metrics: Metrics,
     pub(crate) flights: Arc<lazy::Flights>,
 }
@@ -67,6 +71,7 @@ impl Router {
             ns: Mutex::new(None),
             ns_write: Mutex::new(()),
             dirs: ByteLru::new(DIR_CACHE_BYTES),
+            blocks: ByteLru::new(BLOCK_CACHE_BYTES),
             metrics: Metrics::default(),
             flights: Arc::default(),
         }

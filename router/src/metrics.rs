@@ -15,6 +15,8 @@ pub struct Metrics {
     pub dir_cache_hits: AtomicU64,
     pub dir_cache_misses: AtomicU64,
     pub lazy_fetches: AtomicU64,
+    pub block_cache_hits: AtomicU64,
+    pub block_cache_misses: AtomicU64,
     pub ingests_ok: AtomicU64,
     pub ingests_failed: AtomicU64,
 }
@@ -24,7 +26,7 @@ impl Metrics {
         c.fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self, dir_cache_bytes: usize) -> String {
+    pub fn render(&self, dir_cache_bytes: usize, block_cache_bytes: usize) -> String {
         let mut s = String::new();
         let ops = [
             ("getattr", &self.getattr),
@@ -81,6 +83,27 @@ impl Metrics {
             "gauge",
             "Bytes held by the directory cache.",
             dir_cache_bytes as u64,
+        );
+        one(
+            &mut s,
+            "monofs_router_block_cache_hits_total",
+            "counter",
+            "64 KiB blocks of file content served from the router cache.",
+            self.block_cache_hits.load(Relaxed),
+        );
+        one(
+            &mut s,
+            "monofs_router_block_cache_misses_total",
+            "counter",
+            "64 KiB blocks of file content read from nodes.",
+            self.block_cache_misses.load(Relaxed),
+        );
+        one(
+            &mut s,
+            "monofs_router_block_cache_bytes",
+            "gauge",
+            "Bytes held by the file content cache.",
+            block_cache_bytes as u64,
         );
         one(
             &mut s,

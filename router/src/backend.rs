@@ -22,7 +22,7 @@ pub const FSID: u64 = 0x4d6f_6e6f_4653;
 pub const MAX_SYMLINK: u64 = 64 << 10;
 /// Unit of the router's content cache and of its reads from nodes.
 pub const BLOCK: u64 = 64 << 10;
-const _: () = assert!(CHUNK_SIZE as u64 % BLOCK == 0, "blocks tile chunks");
+const _: () = assert!((CHUNK_SIZE as u64).is_multiple_of(BLOCK), "blocks tile chunks");
 /// Longest READ served (FSINFO says 1 MiB; a client asking more gets 1 MiB).
 pub const MAX_READ: u32 = 1 << 20;
 

@@ -298,7 +298,7 @@ fn concurrent_fetch_blobs_under_a_tiny_cache_are_all_correct() {
 fn refresh_sends_only_what_changed() {
     let tmp = tempfile::tempdir().unwrap();
     let r = tmp.path().join("refresh");
-    git(&tmp.path().to_path_buf().as_path(), &["init", "-q", "-b", "main", r.to_str().unwrap()]);
+    git(tmp.path(), &["init", "-q", "-b", "main", r.to_str().unwrap()]);
     let w = |p: &str, c: &str| {
         let p = r.join(p);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

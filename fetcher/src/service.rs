@@ -115,6 +115,12 @@ impl Service {
         p.phase("fetching");
         let started = Instant::now();
         let (fetched, head_name) = std::thread::scope(|s| {
+            // The remote's HEAD branch is asked while the fetch runs, not after it.
+            let head = req
+                .git_ref
+                .is_empty()
+                .then(|| s.spawn(|| git::remote_head_branch(&fetch_url, self.fetch_timeout)));
+            let (done_tx, done_rx) = crossbeam::channel::bounded::<()>(1);
             let h = s.spawn(|| {
                 // One fetch per cache repository at a time: a second ingest of the same
                 // URL waits and then finds the objects already there.
@@ -124,19 +130,17 @@ impl Service {
                 drop(guard);
                 self.cache.measure(&repo_dir);
                 self.cache.kick();
-                let f = f?;
-                let head = if req.git_ref.is_empty() { git::remote_head_branch(&fetch_url, self.fetch_timeout) } else { None };
-                Ok::<_, IngestError>((f, head))
+                drop(done_tx);
+                f
             });
-            let mut last = Instant::now();
-            while !h.is_finished() {
-                std::thread::sleep(Duration::from_millis(20));
-                if last.elapsed() >= FETCH_HEARTBEAT {
-                    last = Instant::now();
-                    p.force();
-                }
+            // Woken when the fetch thread ends (its sender is dropped), or every
+            // FETCH_HEARTBEAT to keep the client informed.
+            while let Err(crossbeam::channel::RecvTimeoutError::Timeout) = done_rx.recv_timeout(FETCH_HEARTBEAT) {
+                p.force();
             }
-            h.join().unwrap_or_else(|_| Err(IngestError::BadContent("the fetch thread panicked".into())))
+            let f = h.join().unwrap_or_else(|_| Err(IngestError::BadContent("the fetch thread panicked".into())))?;
+            let head = head.and_then(|h| h.join().ok().flatten());
+            Ok::<_, IngestError>((f, head))
         })?;
         tracing::info!(url = %url::redact(&req.url), commit = %fetched.commit, secs = started.elapsed().as_secs_f64(), "fetched");
 

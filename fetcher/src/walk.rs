@@ -285,6 +285,58 @@ pub(crate) fn present(cluster: &Cluster, key: &[u8]) -> Result<bool, NetError> {
     Ok(cluster.client(owner)?.stat(key)?.is_some())
 }
 
+/// Most presence checks (STAT) in flight at once from one ingest.
+pub const PRESENCE_CONCURRENCY: usize = 8;
+
+/// Are the records of trees `oids` on their first owners? Asked from up to
+/// PRESENCE_CONCURRENCY threads, each on its own pooled connection; answers in
+/// the order of `oids`.
+pub(crate) fn present_many(cluster: &Cluster, oids: &[Oid]) -> Result<Vec<bool>, NetError> {
+    let workers = PRESENCE_CONCURRENCY.min(oids.len());
+    if workers <= 1 {
+        return oids.iter().map(|o| present(cluster, &keys::tree(o))).collect();
+    }
+    let mut out = vec![false; oids.len()];
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || -> Result<Vec<(usize, bool)>, NetError> {
+                    (w..oids.len())
+                        .step_by(workers)
+                        .map(|i| Ok((i, present(cluster, &keys::tree(&oids[i]))?)))
+                        .collect()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, b) in h.join().expect("presence check thread panicked")? {
+                out[i] = b;
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Hasher of object ids in the planner's sets: an id is already uniformly
+/// distributed, so its first 8 bytes are the hash (SipHash of 90,000 ids was
+/// a visible part of planning).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct OidHasher(u64);
+
+impl std::hash::Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut w = [0u8; 8];
+        let n = bytes.len().min(8);
+        w[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(w);
+    }
+}
+
+pub(crate) type OidBuild = std::hash::BuildHasherDefault<OidHasher>;
+
 /// Is the blob stored? Chunk 0 is asked and, for a blob of several chunks, the
 /// last one too, so a blob of which a FETCH_BLOB stored only the first chunks
 /// is not taken as complete. (Any chunk still missing is fetched on first read.)
@@ -404,8 +456,10 @@ pub(crate) struct Planner<'p, 'f> {
     repo: &'p gix::Repository,
     cluster: &'p Cluster,
     progress: &'p mut Progress<'f>,
-    trees: HashMap<Oid, TreeInfo>,
-    blobs: HashSet<Oid>,
+    trees: HashMap<Oid, TreeInfo, OidBuild>,
+    blobs: HashSet<Oid, OidBuild>,
+    /// Presence of subtrees asked ahead (see `frame`), not yet reached by the walk.
+    stored: HashMap<Oid, bool, OidBuild>,
     plan: Plan,
 }
 
@@ -423,8 +477,9 @@ impl<'p, 'f> Planner<'p, 'f> {
             repo,
             cluster,
             progress,
-            trees: HashMap::new(),
-            blobs: HashSet::new(),
+            trees: HashMap::default(),
+            blobs: HashSet::default(),
+            stored: HashMap::default(),
             plan: Plan { levels: Vec::new(), blobs: Vec::new(), root_subdirs: 0, trees_skipped: 0, dirs: 0 },
         }
     }
@@ -439,23 +494,58 @@ impl<'p, 'f> Planner<'p, 'f> {
         parse_tree(&obj.data, path)
     }
 
-    fn blob_size(&self, oid: &Oid, path: &str) -> Result<u64, IngestError> {
-        let hex = oid_hex(oid);
-        let hdr = self
-            .repo
-            .find_header(gix_oid(oid))
-            .map_err(|e| IngestError::BadContent(format!("blob {hex} at '{path}' cannot be read: {e}")))?;
+    /// Size of blob `oid`, named `name` in the tree at `dir_path`. (The path and
+    /// the hexadecimal id are only formatted for an error: this runs once per
+    /// file, and formatting them was most of the planner's time.)
+    fn blob_size(&self, oid: &Oid, dir_path: &str, name: &[u8]) -> Result<u64, IngestError> {
+        let hdr = self.repo.find_header(gix_oid(oid)).map_err(|e| {
+            IngestError::BadContent(format!(
+                "blob {} at '{}' cannot be read: {e}",
+                oid_hex(oid),
+                join(dir_path, name)
+            ))
+        })?;
         if hdr.kind() != gix::object::Kind::Blob {
-            return Err(IngestError::BadContent(format!("object {hex} at '{path}' is not a blob")));
+            return Err(IngestError::BadContent(format!(
+                "object {} at '{}' is not a blob",
+                oid_hex(oid),
+                join(dir_path, name)
+            )));
         }
         Ok(hdr.size())
     }
 
     fn frame(&mut self, oid: Oid, name: Vec<u8>, path: String) -> Result<Frame, IngestError> {
         let raw = self.read_tree(&oid, &path)?;
+        // Ask at once whether the subtrees not yet known are stored, instead of
+        // one sequential round trip each as the walk reaches them. (A record
+        // found stored stays stored: records are never deleted.)
+        let mut ask: Vec<Oid> = Vec::new();
+        for e in &raw {
+            if e.mode == MODE_TREE
+                && !self.trees.contains_key(&e.oid)
+                && !self.stored.contains_key(&e.oid)
+                && !ask.contains(&e.oid)
+            {
+                ask.push(e.oid);
+            }
+        }
+        if ask.len() > 1 {
+            let answers = present_many(self.cluster, &ask)?;
+            self.stored.extend(ask.into_iter().zip(answers));
+        }
         let dir = self.plan.dirs;
         self.plan.dirs += 1;
         Ok(Frame { oid, name, path, dir, out: Vec::with_capacity(raw.len()), raw, next: 0, subdirs: 0, child_height: None })
+    }
+
+    /// Is the record of tree `oid` stored? (Answered from the batch asked when
+    /// its parent was read, else asked now.)
+    fn is_stored(&mut self, oid: &Oid) -> Result<bool, IngestError> {
+        match self.stored.remove(oid) {
+            Some(b) => Ok(b),
+            None => Ok(present(self.cluster, &keys::tree(oid))?),
+        }
     }
 
     /// A subtree already stored: only its subdirectory count is needed.
@@ -479,28 +569,30 @@ impl<'p, 'f> Planner<'p, 'f> {
                 let i = top.next;
                 top.next += 1;
                 let (name, mode, oid) = {
-                    let e = &top.raw[i];
-                    (e.name.clone(), e.mode, e.oid)
+                    let e = &mut top.raw[i];
+                    (std::mem::take(&mut e.name), e.mode, e.oid)
                 };
-                let (path, dir) = (top.path.clone(), top.dir);
-                check_name(&name, &path)?;
-                let child_path = join(&path, &name);
+                let dir = top.dir;
+                check_name(&name, &top.path)?;
                 let size = match mode {
                     MODE_TREE => {
-                        let info = match self.trees.get(&oid) {
-                            Some(&info) => info,
-                            None if present(self.cluster, &keys::tree(&oid))? => {
+                        let info = match self.trees.get(&oid).copied() {
+                            Some(info) => info,
+                            None if self.is_stored(&oid)? => {
+                                let child_path = join(&stack.last().expect("non-empty stack").path, &name);
                                 let info = TreeInfo { subdirs: self.stored_subdirs(&oid, &child_path)?, height: None };
                                 self.plan.trees_skipped += 1;
                                 self.trees.insert(oid, info);
                                 info
                             }
                             None => {
+                                let path = &stack.last().expect("non-empty stack").path;
                                 if stack.len() >= MAX_DEPTH {
                                     return Err(IngestError::BadContent(format!(
                                         "trees nested deeper than {MAX_DEPTH} at '{path}'"
                                     )));
                                 }
+                                let child_path = join(path, &name);
                                 let f = self.frame(oid, name, child_path)?;
                                 stack.push(f);
                                 continue;
@@ -514,7 +606,7 @@ impl<'p, 'f> Planner<'p, 'f> {
                     }
                     MODE_SUBMODULE => 0,
                     _ => {
-                        let size = self.blob_size(&oid, &child_path)?;
+                        let size = self.blob_size(&oid, &stack.last().expect("non-empty stack").path, &name)?;
                         if self.blobs.insert(oid) {
                             let depth = stack.len().min(u16::MAX as usize) as u16;
                             self.plan.blobs.push(BlobRef { oid, size, depth, dir });

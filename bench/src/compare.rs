@@ -30,13 +30,8 @@ pub struct CompareArgs {
     workloads: String,
     #[command(flatten)]
     load: LoadArgs,
-    /// MonoFS binary (default: target/release/monofs, built first).
-    #[arg(long)]
-    monofs_bin: Option<PathBuf>,
-    #[arg(long, default_value_t = 2)]
-    nodes: u32,
-    #[arg(long, default_value_t = 1)]
-    shards: u32,
+    #[command(flatten)]
+    cluster: env::ClusterArgs,
     /// Do not enter a private network namespace (then nfs-ganesha is skipped).
     #[arg(long)]
     no_netns: bool,
@@ -82,7 +77,7 @@ pub fn main(mut a: CompareArgs) -> Result<()> {
     let root = env::monofs_root()?;
     let out = a.out.clone().unwrap_or_else(|| root.join(if a.smoke { "target/bench/compare-smoke" } else { "target/bench/compare" }));
     std::fs::create_dir_all(&out)?;
-    let bin = env::monofs_bin(&root, a.monofs_bin.as_deref())?;
+    let bin = env::monofs_bin(&root, a.cluster.monofs_bin.as_deref())?;
     let repo = match &a.repo {
         Some(r) => r.canonicalize().with_context(|| format!("{}", r.display()))?,
         None if a.smoke => servers::gen_repos(&root, &root.join("target/bench/repos-smoke"), 2000, 16)?,
@@ -93,7 +88,7 @@ pub fn main(mut a: CompareArgs) -> Result<()> {
     let repo_commit = servers::checkout(&repo, &export)?;
     eprintln!("bench: repository {} at {repo_commit}, checkout {}", repo.display(), export.display());
 
-    let mono = MonoFs::start(&bin, &out, a.nodes, a.shards)?;
+    let mono = MonoFs::start(&bin, &out, a.cluster.nodes, a.cluster.shards)?;
     let ingest = mono.ingest(&bin, &repo)?;
     eprintln!("bench: monofs up (NFS port {}), ingest {:.1}s", mono.nfs_port, ingest.as_secs_f64());
 

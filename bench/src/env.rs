@@ -30,6 +30,20 @@ pub fn monofs_root() -> Result<PathBuf> {
     bail!("cannot find the MonoFS source tree; set MONOFS_ROOT")
 }
 
+/// The MonoFS cluster a benchmark starts (`monofs up`).
+#[derive(clap::Args)]
+pub struct ClusterArgs {
+    /// MonoFS binary (default: target/release/monofs, built first).
+    #[arg(long)]
+    pub monofs_bin: Option<PathBuf>,
+    /// Storage nodes.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// Shards per node.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+}
+
 /// `target/release/monofs`, built first (`cargo build --release -p monofs`, a no-op when up
 /// to date) unless `explicit` names a binary.
 pub fn monofs_bin(root: &Path, explicit: Option<&Path>) -> Result<PathBuf> {

@@ -33,12 +33,8 @@ pub struct IngestArgs {
     smoke: bool,
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long)]
-    monofs_bin: Option<PathBuf>,
-    #[arg(long, default_value_t = 2)]
-    nodes: u32,
-    #[arg(long, default_value_t = 1)]
-    shards: u32,
+    #[command(flatten)]
+    cluster: env::ClusterArgs,
 }
 
 /// Writes a repository of `files` files with `git fast-import` (deterministic content).
@@ -104,7 +100,7 @@ pub fn main(a: IngestArgs) -> Result<()> {
     let files = if a.smoke { a.files.min(2000) } else { a.files };
     let out = a.out.clone().unwrap_or_else(|| root.join(if a.smoke { "target/bench/ingest-smoke" } else { "target/bench/ingest" }));
     std::fs::create_dir_all(&out)?;
-    let bin = env::monofs_bin(&root, a.monofs_bin.as_deref())?;
+    let bin = env::monofs_bin(&root, a.cluster.monofs_bin.as_deref())?;
     let name = format!("bench-{files}");
     let remote = root.join("target/bench/remotes").join(format!("{name}.git"));
     let t = Instant::now();
@@ -121,7 +117,7 @@ pub fn main(a: IngestArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&clone_dir);
     eprintln!("bench: git clone --depth 1: {:.2}s", clone.as_secs_f64());
 
-    let mono = MonoFs::start(&bin, &out, a.nodes, a.shards)?;
+    let mono = MonoFs::start(&bin, &out, a.cluster.nodes, a.cluster.shards)?;
     let nfs = format!("127.0.0.1:{}", mono.nfs_port);
     let listed = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -173,7 +169,7 @@ pub fn main(a: IngestArgs) -> Result<()> {
         Row::new("ingest", "time to first listing", "s", listable.as_secs_f64(), "5 s budget", 5.0, true, Some(1.0)),
     ];
     let table = report::markdown(&rows);
-    let subtitle = format!("{files} files from file:// (local remote), {} nodes × {} shards, {} CPUs, kernel {}", a.nodes, a.shards, cpus(), kernel());
+    let subtitle = format!("{files} files from file:// (local remote), {} nodes × {} shards, {} CPUs, kernel {}", a.cluster.nodes, a.cluster.shards, cpus(), kernel());
     std::fs::write(out.join("table.md"), format!("{subtitle}\n\n{table}"))?;
     std::fs::write(out.join("ingest.svg"), report::svg("MonoFS ingest vs git clone --depth 1", &subtitle, &rows))?;
     let o = Out {

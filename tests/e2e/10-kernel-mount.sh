@@ -113,32 +113,24 @@ monofs_check "many/ lists no name twice (\${d:-none})" [ -z "\$d" ]
 monofs_check "many/f19999 reads 19999" [ "\$(cat \$C/many/f19999)" = 19999 ]
 echo "small checks: \$(since \$t)s"
 
-# writes fail with EROFS: each command must fail and say "Read-only file system"
-erofs() {
-    _desc=\$1; shift
-    if "\$@" 2>/tmp/err; then
-        monofs_fail "\$_desc succeeded"
-    elif grep -q "Read-only file system" /tmp/err; then
-        monofs_ok "\$_desc fails: \$(cat /tmp/err)"
-    else
-        monofs_fail "\$_desc fails without EROFS: \$(cat /tmp/err)"
-    fi
-}
+# Writes fail: each command must fail, and say "Read-only file system".
 # Opening an EXISTING file for writing is refused by the client before any write reaches
 # the server: the kernel checks ACCESS at open, and MonoFS's ACCESS never grants MODIFY or
 # EXTEND (nfs/src/backend.rs, as knfsd does for a read-only export), so that is EACCES
-# "Permission denied". EROFS is accepted too (a server granting MODIFY and answering ROFS
-# to SETATTR/WRITE); any other outcome fails.
-erofs_or_eacces() {
-    _desc=\$1; shift
+# "Permission denied"; for those, EROFS is accepted too (a server granting MODIFY and
+# answering ROFS to SETATTR/WRITE). Any other outcome fails.
+write_fails() {
+    _desc=\$1; _want=\$2; shift 2
     if "\$@" 2>/tmp/err; then
         monofs_fail "\$_desc succeeded"
-    elif grep -q "Read-only file system\|Permission denied" /tmp/err; then
+    elif grep -q "\$_want" /tmp/err; then
         monofs_ok "\$_desc fails: \$(cat /tmp/err)"
     else
-        monofs_fail "\$_desc fails without EROFS/EACCES: \$(cat /tmp/err)"
+        monofs_fail "\$_desc fails without '\$_want': \$(cat /tmp/err)"
     fi
 }
+erofs() { _d=\$1; shift; write_fails "\$_d" "Read-only file system" "\$@"; }
+erofs_or_eacces() { _d=\$1; shift; write_fails "\$_d" "Read-only file system\\|Permission denied" "\$@"; }
 erofs "touch at the namespace root" touch \$M/x
 erofs "touch a new file in a repository" touch \$C/newfile
 erofs_or_eacces "truncate an existing file (echo >)" sh -c 'echo x > \$0' \$C/files/hello.txt

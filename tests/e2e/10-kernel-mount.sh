@@ -15,11 +15,10 @@
 . "$(dirname "$0")/../lib/common.sh"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
-step() { echo "== [$(e2e_secs)s] $*" >&2; }
 
 [ -x "$MONOFS_BIN" ] || fail "no $MONOFS_BIN (cargo build --release -p monofs)"
 
-step "test repositories"
+e2e_step "test repositories"
 e2e_repos_locked
 man_content=$(e2e_manifest content)
 man_real=$(e2e_manifest real)
@@ -38,13 +37,13 @@ mkdir -p "$src"
 git clone -q --bare "$MONOFS_TEST_REPOS/content" "$src/content"
 git clone -q --bare "$MONOFS_TEST_REPOS/real" "$src/real"
 
-step "git daemon"
+e2e_step "git daemon"
 gd_port=$(e2e_free_ports 1)
 e2e_bg git daemon --export-all --base-path="$src" --listen=127.0.0.1 --port="$gd_port" --reuseaddr "$src"
 git_pid=$E2E_BG_PID
 e2e_wait_port "$gd_port" 20
 
-step "monofs up (2 nodes)"
+e2e_step "monofs up (2 nodes)"
 data="$E2E_TMP/data"
 e2e_up "$data" --nodes 2 --shards 1
 
@@ -60,15 +59,20 @@ ingest() {
     tail -n 2 "$E2E_TMP/ingest.log" >&2
     echo "e2e: ingest $1: $(awk -v a="$t0" -v b="$(e2e_secs)" 'BEGIN {printf "%.1f", b - a}')s" >&2
 }
-step "ingest"
+e2e_step "ingest"
 ingest "file://$src/content"
 ingest "$src/real"
 ingest "git://127.0.0.1:$gd_port/content" --ref v1 --source-id git/content-v1
-curl -fsS "$E2E_ROUTER/api/repos" > "$E2E_TMP/repos.json" || fail "GET /api/repos"
-for p in local/content local/real git/content-v1; do
-    grep -q "\"/$p\"" "$E2E_TMP/repos.json" || fail "/api/repos does not list $p: $(cat "$E2E_TMP/repos.json")"
-done
-echo "ok: /api/repos lists local/content, local/real, git/content-v1" >&2
+# GET /api/repos lists the three repositories (WHEN says at which point of the test).
+expect_repos() {
+    local json
+    json=$(curl -fsS "$E2E_ROUTER/api/repos") || fail "GET /api/repos $1"
+    for p in local/content local/real git/content-v1; do
+        grep -q "\"/$p\"" <<<"$json" || fail "$1, /api/repos does not list $p: $json"
+    done
+    echo "ok: $1, /api/repos lists local/content, local/real, git/content-v1" >&2
+}
+expect_repos "after the ingests"
 
 # ------------------------------------------------------------------ VM 1
 cat > "$E2E_TMP/guest1.sh" <<GUEST
@@ -177,7 +181,7 @@ echo "guest total: \$(since \$T0)s"
 monofs_done
 GUEST
 
-step "VM 1: mount, check-tree x3, edge cases, EROFS, nconnect"
+e2e_step "VM 1: mount, check-tree x3, edge cases, EROFS, nconnect"
 vm1_t0=$(e2e_secs)
 e2e_vm --name 10-kernel-mount --timeout 400 --port "$E2E_NFS_PORT" "$E2E_TMP/guest1.sh" \
     "$MONOFS_ROOT/tests/check-tree.sh" "$man_content" "$man_real" "$man_v1" \
@@ -185,16 +189,12 @@ e2e_vm --name 10-kernel-mount --timeout 400 --port "$E2E_NFS_PORT" "$E2E_TMP/gue
 echo "e2e: VM 1 took $(awk -v a="$vm1_t0" -v b="$(e2e_secs)" 'BEGIN {printf "%.1f", b - a}')s" >&2
 
 # ------------------------------------------------------------------ restart, no ingest
-step "restart monofs up on the same data directory, sources moved away"
+e2e_step "restart monofs up on the same data directory, sources moved away"
 e2e_stop "$E2E_UP_PID" || fail "monofs up did not exit 0 on SIGTERM"
 e2e_stop "$git_pid" || true  # git daemon ends by the signal (143)
 mv "$src" "$src.moved"
 e2e_up "$data" --nodes 2 --shards 1
-curl -fsS "$E2E_ROUTER/api/repos" > "$E2E_TMP/repos2.json" || fail "GET /api/repos after restart"
-for p in local/content local/real git/content-v1; do
-    grep -q "\"/$p\"" "$E2E_TMP/repos2.json" || fail "after restart, /api/repos does not list $p"
-done
-echo "ok: after restart /api/repos lists the three repositories" >&2
+expect_repos "after restart"
 
 cat > "$E2E_TMP/guest2.sh" <<GUEST
 . /test/lib.sh
@@ -217,7 +217,7 @@ monofs_check "umount" monofs_umount \$M
 monofs_done
 GUEST
 
-step "VM 2: read after restart"
+e2e_step "VM 2: read after restart"
 vm2_t0=$(e2e_secs)
 e2e_vm --name 10-kernel-mount-restart --timeout 240 --port "$E2E_NFS_PORT" "$E2E_TMP/guest2.sh" \
     || fail "VM 2 (status $?)"
@@ -226,4 +226,4 @@ if grep -qi "ingest" "$E2E_UP_LOG"; then
     echo "e2e: note: the restarted cluster's log mentions an ingest:" >&2
     grep -i "ingest" "$E2E_UP_LOG" | head -n 5 >&2
 fi
-step "PASS"
+e2e_step "PASS"

@@ -17,12 +17,9 @@
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 
-t_start=$(date +%s)
-step() { echo; echo "== $* (+$(( $(date +%s) - t_start ))s)"; }
 
-[ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
 
-step "test repositories"
+e2e_step "test repositories"
 e2e_repos_locked
 REAL_MF=$(e2e_manifest real)
 CONTENT_MF=$(e2e_manifest content)
@@ -154,13 +151,13 @@ sys.exit(1 if bad else 0)
 PY
 verify() { python3 "$E2E_TMP/verify.py" "$@"; }
 
-step "cluster: 2 nodes x 2 shards"
+e2e_step "cluster: 2 nodes x 2 shards"
 DATA="$E2E_TMP/data"
 e2e_up "$DATA" --nodes 2 --shards 2
 echo "NFS $E2E_SERVER, HTTP $E2E_ROUTER, pid $E2E_UP_PID"
 e2e_check "GET /api/repos is an empty list before any ingest" test "$(repos_json)" = "[]"
 
-step "ingest real (piped: plain progress on stderr)"
+e2e_step "ingest real (piped: plain progress on stderr)"
 t0=$(date +%s.%N)
 set +e
 "$MONOFS_BIN" ingest "$SRC/real" --router "$E2E_ROUTER" >"$E2E_TMP/ingest-real.out" 2>"$E2E_TMP/ingest-real.err" </dev/null
@@ -176,7 +173,7 @@ e2e_check "ingest real: no terminal control characters when piped" \
 e2e_check "ingest real: last line 'ingested ... at $REAL_COMMIT into local/real'" \
     sh -c "tail -n1 '$E2E_TMP/ingest-real.err' | grep -qE '^ingested .* at $REAL_COMMIT into /?local/real '"
 
-step "ingest content --json"
+e2e_step "ingest content --json"
 t0=$(date +%s.%N)
 set +e
 "$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --json --router "$E2E_ROUTER" >"$E2E_TMP/ingest-content.out" 2>"$E2E_TMP/ingest-content.err" </dev/null
@@ -202,7 +199,7 @@ got = {e["path"]: e["commit"] for e in v}
 assert got == {"/local/real": sys.argv[2], "/local/content": sys.argv[3]}, got
 PY
 
-step "HTTP API"
+e2e_step "HTTP API"
 cat >"$E2E_TMP/api_check.py" <<'PY'
 """api_check.py ROUTER MODE: raw HTTP checks (stdlib, every read bounded)."""
 import http.client, json, sys, time
@@ -255,23 +252,23 @@ e2e_check "HTTP API: /healthz, 404 for unknown endpoints, 400 with an error for 
 e2e_check "POST /api/ingest: the NDJSON response ends after its done line" \
     python3 "$E2E_TMP/api_check.py" "$E2E_ROUTER" stream "$SRC/real"
 
-step "monofs cat: every file of real"
+e2e_step "monofs cat: every file of real"
 t0=$(date +%s)
 e2e_check "cat: every file of real matches the manifest" verify cat "$REAL_MF" /local/real all
 echo "($(( $(date +%s) - t0 ))s)"
 
-step "monofs cat: content (all but many/, plus 100 of many/)"
+e2e_step "monofs cat: content (all but many/, plus 100 of many/)"
 t0=$(date +%s)
 e2e_check "cat: content files (sizes/, big/, names/, ...) match the manifest" verify cat "$CONTENT_MF" /local/content nomany 100
 echo "($(( $(date +%s) - t0 ))s)"
 
-step "monofs stat --json"
+e2e_step "monofs stat --json"
 REAL_TIME=$(git -C "$MONOFS_TEST_REPOS/real" log -1 --format=%ct main)
 CONTENT_TIME=$(git -C "$MONOFS_TEST_REPOS/content" log -1 --format=%ct main)
 e2e_check "stat: real types/modes/sizes/mtimes" verify stat "$REAL_MF" /local/real "$REAL_TIME"
 e2e_check "stat: content types/modes/sizes/mtimes/symlink targets" verify stat "$CONTENT_MF" /local/content "$CONTENT_TIME"
 
-step "monofs ls"
+e2e_step "monofs ls"
 t0=$(date +%s)
 e2e_check "ls: many/ (20,000 entries) lists every name exactly once" verify ls "$CONTENT_MF" /local/content many
 echo "($(( $(date +%s) - t0 ))s)"
@@ -284,7 +281,7 @@ e2e_check "ls --json / parses and lists local" \
 e2e_check "ls /local lists content and real" \
     test "$("$MONOFS_BIN" ls /local | LC_ALL=C sort | tr '\n' ' ')" = "content real "
 
-step "exit codes"
+e2e_step "exit codes"
 expect_rc() {  # expect_rc WANT DESCRIPTION CMD...
     local want="$1" what="$2" rc=0; shift 2
     "$@" >"$E2E_TMP/rc.out" 2>"$E2E_TMP/rc.err" || rc=$?
@@ -303,7 +300,7 @@ expect_rc 4 "cat with an unreachable server" "$MONOFS_BIN" cat /local/real/Cargo
 expect_rc 4 "ls with an unreachable server" "$MONOFS_BIN" ls / --server "127.0.0.1:$DEAD_PORT"
 expect_rc 4 "ingest with an unreachable router" "$MONOFS_BIN" ingest "$SRC/real" --router "http://127.0.0.1:$DEAD_PORT"
 
-step "libnfs tools (nfs-ls, nfs-cat)"
+e2e_step "libnfs tools (nfs-ls, nfs-cat)"
 if command -v nfs-cat >/dev/null && command -v nfs-ls >/dev/null; then
     Q="version=3&nfsport=$E2E_NFS_PORT&mountport=$E2E_NFS_PORT"
     nfs_sha() { timeout 60 nfs-cat "nfs://127.0.0.1$1?$Q" | sha256sum | cut -d' ' -f1; }
@@ -331,7 +328,7 @@ else
     e2e_fail "libnfs-utils (nfs-ls, nfs-cat) not installed (.ci/run installs them)"
 fi
 
-step "bad ingests leave the namespace unchanged"
+e2e_step "bad ingests leave the namespace unchanged"
 before=$(repos_json)
 bad_ingest() {  # bad_ingest DESCRIPTION MESSAGE_REGEX URL [ARGS...]
     local what="$1" re="$2" rc=0; shift 2
@@ -357,7 +354,7 @@ e2e_check "GET /api/repos unchanged after the bad ingests" test "$before" = "$af
 e2e_check "content still served after the bad ingests" \
     test "$("$MONOFS_BIN" cat /local/content/files/hello.txt)" = "hello, world"
 
-step "metrics"
+e2e_step "metrics"
 http_get "$E2E_ROUTER/metrics" >"$E2E_TMP/metrics.txt"
 grep '^monofs_router_' "$E2E_TMP/metrics.txt" | sed 's/^/    /'
 e2e_check "/metrics has monofs_router_nfs_ops_total with reads counted" \
@@ -369,7 +366,7 @@ PY
 e2e_check "/metrics counts the ingests" grep -qE '^monofs_router_ingests_total [2-9]' "$E2E_TMP/metrics.txt"
 e2e_check "/metrics counts the failed ingests" grep -qE '^monofs_router_ingests_failed_total [1-9]' "$E2E_TMP/metrics.txt"
 
-step "restart on the same data directory"
+e2e_step "restart on the same data directory"
 SAMPLE=(real/Cargo.toml real/src/lib.rs content/sizes/s01048576 content/bin/tool "content/names/héllo wörld.txt" content/big/big.bin)
 sums() { local p; for p in "${SAMPLE[@]}"; do printf '%s %s\n' "$("$MONOFS_BIN" cat "/local/$p" | sha256sum | cut -d' ' -f1)" "$p"; done; }
 sums >"$E2E_TMP/sums.before"
@@ -398,5 +395,5 @@ rc=0; e2e_stop "$E2E_UP_PID" 10 || rc=$?
 e2e_check "final SIGTERM: exit 0" test "$rc" = 0
 
 echo
-echo "total $(( $(date +%s) - t_start ))s"
+echo "total $(e2e_secs)s"
 e2e_done

@@ -17,8 +17,6 @@
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 
-t_start=$(date +%s)
-[ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
 
 e2e_repos_locked
 CONTENT_MF=$(e2e_manifest content)
@@ -483,5 +481,5 @@ else
 fi
 rc=0; e2e_stop "$E2E_UP_PID" 10 || rc=$?
 e2e_check "SIGTERM after the abuse: exit 0" test "$rc" = 0
-echo "total $(( $(date +%s) - t_start ))s"
+echo "total $(e2e_secs)s"
 e2e_done

@@ -21,7 +21,6 @@ fi
 . "$(dirname "$0")/../lib/common.sh"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
-step() { echo "== [$(e2e_secs)s] $*" >&2; }
 
 if [ "$(id -u)" != 0 ]; then
     echo "SKIP: 30-standard-ports needs root (binds ports 111 and 2049); not root, skipped"
@@ -29,7 +28,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 [ -x "$MONOFS_BIN" ] || fail "no $MONOFS_BIN (cargo build --release -p monofs)"
 
-step "ports 111 and 2049 must be free"
+e2e_step "ports 111 and 2049 must be free"
 busy=$(ss -Hlntu '( sport = :111 or sport = :2049 )' 2>/dev/null || true)
 if [ -n "$busy" ]; then
     echo "$busy" >&2
@@ -38,14 +37,14 @@ if [ -n "$busy" ]; then
 fi
 echo "ok: nothing listens on 111 or 2049" >&2
 
-step "test repositories"
+e2e_step "test repositories"
 e2e_repos_locked
 man_real=$(e2e_manifest real)
 real_file=$(awk -F'\t' '$1 == "file" && $2 > 100 && $6 !~ /\// { print $6; exit }' "$man_real")
 real_sha=$(awk -F'\t' -v p="$real_file" '$6 == p { print $3 }' "$man_real")
 [ -n "$real_sha" ] || fail "no top-level file in the manifest of real"
 
-step "monofs up --port 2049 --portmap-port 111"
+e2e_step "monofs up --port 2049 --portmap-port 111"
 # --bind 0.0.0.0 not needed: QEMU user networking delivers the guest's 10.0.2.2 to 127.0.0.1.
 e2e_up "$E2E_TMP/data" --nodes 1 --port 2049 --portmap-port 111
 e2e_wait_port 111 10 || fail "portmapper not listening on 111"
@@ -106,6 +105,6 @@ fi
 monofs_done
 GUEST
 
-step "VM: mount.nfs on the standard ports"
+e2e_step "VM: mount.nfs on the standard ports"
 e2e_vm --name 30-standard-ports --timeout 180 --port 2049 "$E2E_TMP/guest.sh" || fail "VM (status $?)"
-step "PASS"
+e2e_step "PASS"

@@ -13,7 +13,6 @@ set -euo pipefail
 
 BENCH="$MONOFS_ROOT/target/release/monofs-bench"
 [ -x "$BENCH" ] || { echo "FAIL: $BENCH missing (cargo build --release)"; exit 1; }
-[ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
 export MONOFS_BENCH_NO_BUILD=1
 
 # own check helpers: this script depends only on the stable parts of common.sh
@@ -23,8 +22,6 @@ bench_fail() { BENCH_FAILED=$((BENCH_FAILED + 1)); echo "FAIL: $*"; }
 bench_check() { local m="$1"; shift; if "$@"; then bench_ok "$m"; else bench_fail "$m"; fi; }
 bench_done() { echo "checks: $BENCH_PASSED passed, $BENCH_FAILED failed"; [ "$BENCH_FAILED" = 0 ]; }
 
-t_start=$(date +%s)
-step() { echo; echo "== $* (+$(( $(date +%s) - t_start ))s)"; }
 OUT="$E2E_TMP/bench"
 mkdir -p "$OUT"
 
@@ -40,12 +37,12 @@ PY
 }
 svg_check() { python3 -c 'import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); assert d.documentElement.tagName == "svg"; assert len(d.getElementsByTagName("rect")) > 1' "$1"; }
 
-step "nfs against the raw-TCP peer"
+e2e_step "nfs against the raw-TCP peer"
 timeout 60 "$BENCH" nfs --server raw --workloads seq1m,read4k --duration 1 --warmup 0.2 --json "$OUT/raw.json"
 bench_check "nfs raw: JSON with ops and latencies for both workloads" \
     json_check "$OUT/raw.json" 'len(v) == 2 and all(r["ops"] > 0 and r["errors"] == 0 and r["latency"]["p99_us"] >= r["latency"]["p50_us"] > 0 for r in v)'
 
-step "compare --smoke"
+e2e_step "compare --smoke"
 ganesha=0
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && [ -x /usr/bin/ganesha.nfsd ] && [ -x /usr/sbin/rpcbind ]; then
     ganesha=1
@@ -66,7 +63,7 @@ fi
 bench_check "compare: the plot is an SVG" svg_check "$OUT/compare/compare.svg"
 bench_check "compare: table.md written" grep -q '| workload |' "$OUT/compare/table.md"
 
-step "ingest --smoke"
+e2e_step "ingest --smoke"
 rc=0
 timeout 120 "$BENCH" ingest --smoke --monofs-bin "$MONOFS_BIN" --out "$OUT/ingest" || rc=$?
 bench_check "ingest --smoke exits 0 (status $rc)" test "$rc" = 0
@@ -74,7 +71,7 @@ bench_check "ingest: listable, fetched and git clone times in results.json" \
     json_check "$OUT/ingest/results.json" 'v["monofs_listable_s"] > 0 and v["monofs_fully_fetched_s"] > 0 and v["git_clone_depth1_s"] > 0'
 bench_check "ingest: the plot is an SVG" svg_check "$OUT/ingest/ingest.svg"
 
-step "engine --smoke"
+e2e_step "engine --smoke"
 rc=0
 timeout 120 "$BENCH" engine --smoke --dir "$E2E_TMP/engine" --out "$OUT/engine" || rc=$?
 bench_check "engine --smoke exits 0 (status $rc)" test "$rc" = 0
@@ -86,7 +83,7 @@ if command -v fio >/dev/null; then
 fi
 bench_check "engine: the plot is an SVG" svg_check "$OUT/engine/engine.svg"
 
-step "fio jobs in the kernel-client VM (bench/fio/run-vm.sh --smoke)"
+e2e_step "fio jobs in the kernel-client VM (bench/fio/run-vm.sh --smoke)"
 if command -v fio >/dev/null; then
     rc=0
     timeout 600 "$MONOFS_ROOT/bench/fio/run-vm.sh" --smoke --out "$OUT/fio-vm" || rc=$?
@@ -98,7 +95,7 @@ else
     bench_fail "fio not installed (.ci/run installs it)"
 fi
 
-step "tuning/tune.sh (report only)"
+e2e_step "tuning/tune.sh (report only)"
 rc=0
 "$MONOFS_ROOT/tuning/tune.sh" >"$OUT/tune.txt" 2>&1 || rc=$?
 sed 's/^/    /' "$OUT/tune.txt" | head -40
@@ -106,5 +103,5 @@ bench_check "tune.sh without --apply exits 0 and prints current vs recommended" 
     sh -c "test $rc = 0 && grep -q 'recommended' '$OUT/tune.txt'"
 
 echo
-echo "total $(( $(date +%s) - t_start ))s"
+echo "total $(e2e_secs)s"
 bench_done

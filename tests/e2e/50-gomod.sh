@@ -11,12 +11,9 @@
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 
-t_start=$(date +%s)
-step() { echo; echo "== $* (+$(( $(date +%s) - t_start ))s)"; }
 
-[ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
 
-step "module proxy directory"
+e2e_step "module proxy directory"
 PROXY="$E2E_TMP/goproxy"
 SRC="$E2E_TMP/modsrc"
 python3 - "$PROXY" "$SRC" <<'PY'
@@ -73,7 +70,7 @@ PPORT=$(e2e_free_ports 1)
 e2e_bg python3 -m http.server --bind 127.0.0.1 --directory "$PROXY" "$PPORT"
 e2e_wait_port "$PPORT" 20
 
-step "cluster with --gomod-proxy"
+e2e_step "cluster with --gomod-proxy"
 e2e_up "$E2E_TMP/data" --gomod-proxy "http://127.0.0.1:$PPORT"
 
 ingest_go() {
@@ -91,7 +88,7 @@ check_tree() {
         "$("$MONOFS_BIN" ls "$ns" | LC_ALL=C sort | tr '\n' ' ')" = "$(ls -A "$dir" | LC_ALL=C sort | tr '\n' ' ')"
 }
 
-step "ingest example.com/hello@v1.0.0"
+e2e_step "ingest example.com/hello@v1.0.0"
 e2e_check "ingest --go example.com/hello@v1.0.0 exits 0" ingest_go example.com/hello@v1.0.0
 check_tree /go/pkg/mod/example.com/hello@v1.0.0 "$SRC/example.com/hello@v1.0.0"
 AV=/go/proxy/example.com/hello/@v
@@ -103,7 +100,7 @@ e2e_check "@v/v1.0.0.mod is the proxy's" \
 e2e_check "@v/v1.0.0.info is the proxy's" \
     cmp -s <("$MONOFS_BIN" cat $AV/v1.0.0.info) "$PROXY/example.com/hello/@v/v1.0.0.info"
 
-step "ingest example.com/hello@latest (v1.1.0)"
+e2e_step "ingest example.com/hello@latest (v1.1.0)"
 e2e_check "ingest --go example.com/hello@latest exits 0" ingest_go example.com/hello@latest
 check_tree /go/pkg/mod/example.com/hello@v1.1.0 "$SRC/example.com/hello@v1.1.0"
 e2e_check "@v/list names both versions" test "$("$MONOFS_BIN" cat $AV/list | tr '\n' ' ')" = "v1.0.0 v1.1.0 "
@@ -114,13 +111,13 @@ e2e_check "@v/v1.1.0.zip is the proxy's zip" \
 e2e_check "the v1.0.0 tree is still published" \
     cmp -s <("$MONOFS_BIN" cat /go/pkg/mod/example.com/hello@v1.0.0/hello.go) "$SRC/example.com/hello@v1.0.0/hello.go"
 
-step "ingest example.com/Foo/bar@v1.0.0 (escaped path)"
+e2e_step "ingest example.com/Foo/bar@v1.0.0 (escaped path)"
 e2e_check "ingest --go example.com/Foo/bar@v1.0.0 exits 0" ingest_go example.com/Foo/bar@v1.0.0
 check_tree "/go/pkg/mod/example.com/!foo/bar@v1.0.0" "$SRC/example.com/!foo/bar@v1.0.0"
 e2e_check "/go/proxy/example.com/!foo/bar/@v/v1.0.0.zip is the proxy's zip" \
     cmp -s <("$MONOFS_BIN" cat "/go/proxy/example.com/!foo/bar/@v/v1.0.0.zip") "$PROXY/example.com/!foo/bar/@v/v1.0.0.zip"
 
-step "a version the proxy lacks"
+e2e_step "a version the proxy lacks"
 rc=0
 timeout 120 "$MONOFS_BIN" ingest --go example.com/hello@v1.9.9 --router "$E2E_ROUTER" \
     >"$E2E_TMP/bad.out" 2>"$E2E_TMP/bad.err" </dev/null || rc=$?
@@ -131,7 +128,7 @@ e2e_check "the message names module, version and proxy" \
 e2e_check "the published list is unchanged" test "$("$MONOFS_BIN" cat $AV/list | tr '\n' ' ')" = "v1.0.0 v1.1.0 "
 
 if command -v go >/dev/null 2>&1; then
-    step "go resolves modules from the MonoFS proxy layout (via monofs cat into a file proxy)"
+    e2e_step "go resolves modules from the MonoFS proxy layout (via monofs cat into a file proxy)"
     GP="$E2E_TMP/from-monofs"
     mkdir -p "$GP/example.com/hello/@v"
     for f in list v1.1.0.info v1.1.0.mod v1.1.0.zip; do

@@ -89,8 +89,11 @@ e2e_vm() { "$MONOFS_ROOT/vm/run.sh" "$@"; }
 #                      SIGKILL; returns its exit status (124 if it had to be killed)
 #   e2e_at_exit CMD    run CMD (eval) at exit, before the e2e_bg processes are killed
 #   e2e_secs           seconds since the script started (for timing lines)
+#   e2e_step MSG       a section heading with the time since the start
 _e2e_t0=$(date +%s.%N)
 e2e_secs() { awk -v s="$_e2e_t0" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}'; }
+e2e_step() { echo; echo "== [$(e2e_secs)s] $*"; }
+[ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
 
 _e2e_exit_cmds=()
 e2e_at_exit() { _e2e_exit_cmds+=("$*"); }

@@ -98,7 +98,7 @@ pub fn main(a: EngineArgs) -> Result<()> {
     std::fs::create_dir_all(&db)?;
     let port = crate::env::free_ports(1, a.shards as u16)?[0];
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let node = monofs_engine::start(monofs_engine::NodeConfig { addr, node_id: "bench".into(), db_path: db.clone(), shards: a.shards })?;
+    let node = monofs_engine::start(monofs_engine::NodeConfig { addr, node_id: "bench".into(), db_path: db.clone(), shards: a.shards, cluster_key: crate::bench_key() })?;
     let objects = size_mb * 1024 * 1024 / 4096;
 
     // populate

@@ -95,6 +95,11 @@ struct NfsArgs {
     json: Option<PathBuf>,
 }
 
+/// A fresh cluster key for the components a benchmark starts in this process.
+pub fn bench_key() -> monofs_net::key::ClusterKey {
+    monofs_net::key::ClusterKey::generate().expect("reading /dev/urandom")
+}
+
 pub fn parse_workloads(s: &str) -> Result<Vec<load::Kind>> {
     if s == "all" {
         return load::WORKLOADS.iter().map(|w| load::Kind::parse(w)).collect();

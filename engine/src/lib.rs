@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub db_path: PathBuf,
     /// At least 1.
     pub shards: usize,
+    /// The cluster's shared secret: only holders may talk to this node.
+    pub cluster_key: monofs_net::key::ClusterKey,
 }
 
 pub struct NodeHandle {

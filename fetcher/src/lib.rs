@@ -130,14 +130,18 @@ pub struct FetcherConfig {
     pub gomod_proxy: Option<String>,
     /// go.sum-format file Go module ingests are checked against.
     pub gosum_file: Option<PathBuf>,
+    /// The cluster's shared secret: only holders may talk to this fetcher, and it
+    /// presents it to the nodes.
+    pub cluster_key: monofs_net::key::ClusterKey,
 }
 
 impl FetcherConfig {
     /// A configuration with every tunable at its default.
-    pub fn new(listen: SocketAddr, cache_dir: PathBuf) -> FetcherConfig {
+    pub fn new(listen: SocketAddr, cache_dir: PathBuf, cluster_key: monofs_net::key::ClusterKey) -> FetcherConfig {
         FetcherConfig {
             listen,
             cache_dir,
+            cluster_key,
             max_cache_bytes: DEFAULT_MAX_CACHE_BYTES,
             cache_age: DEFAULT_CACHE_AGE,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,

@@ -14,7 +14,7 @@ use monofs_net::proto::{ContentMode, FetchBlobRequest, IngestRequest, NodeAddr, 
 use monofs_net::{keys, oid_from_hex, Oid, CHUNK_SIZE};
 
 fn fetcher(cache: &Path, workers: usize, max_cache_bytes: u64) -> (FetcherHandle, String) {
-    let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), cache.to_path_buf());
+    let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), cache.to_path_buf(), common::test_key());
     cfg.prefetch_workers = workers;
     cfg.max_cache_bytes = max_cache_bytes;
     let h = start(cfg).unwrap();
@@ -405,7 +405,7 @@ fn bad_remotes_fail_within_bounds_and_store_nothing() {
     let repo = fixture_repo(tmp.path());
     let node = FakeNode::start("solo", false);
     let nodes = vec![node.node_addr()];
-    let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"));
+    let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), common::test_key());
     cfg.fetch_timeout = Duration::from_secs(3);
     let h = start(cfg).unwrap();
     let addr = h.local_addr().to_string();

@@ -35,7 +35,7 @@ fn serves_ingest_with_progress_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = fixture_repo(tmp.path());
     let node = FakeNode::start("solo", false);
-    let h = start(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache")))
+    let h = start(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), common::test_key()))
     .unwrap();
     let addr = h.local_addr().to_string();
     let mut conn = Conn::connect(&addr).unwrap();

@@ -22,6 +22,13 @@ pub enum AdminCmd {
     },
     /// Each fetcher's health, cache size, hit rate and fetches in flight.
     Fetchers(Common),
+    /// Write a new random cluster key to FILE (mode 0600; an existing file is never
+    /// overwritten). Give the same file to every router, node and fetcher
+    /// (`--cluster-key-file`).
+    GenKey {
+        /// Where to write the key.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -66,6 +73,13 @@ fn num(v: &Value, k: &str) -> u64 {
 
 pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
     Ok(match cmd {
+        AdminCmd::GenKey { file } => {
+            let key = monofs_net::key::ClusterKey::generate()?;
+            key.write_new(&file)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+            eprintln!("monofs: wrote a new cluster key to {}", file.display());
+            ExitCode::SUCCESS
+        }
         AdminCmd::Repos(c) => match get(&c, "/api/repos") {
             Err(code) => code,
             Ok(v) if c.json => {

@@ -93,6 +93,8 @@ struct RouterArgs {
     /// seconds (enable on one router of a deployment).
     #[arg(long)]
     refresh_interval: Option<u64>,
+    #[command(flatten)]
+    key: KeyArg,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +111,8 @@ struct NodeArgs {
     /// Shards, one glommio executor (thread) each; default: one per CPU.
     #[arg(long)]
     shards: Option<usize>,
+    #[command(flatten)]
+    key: KeyArg,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +128,25 @@ struct FetcherArgs {
     cache_dir: PathBuf,
     #[command(flatten)]
     tuning: FetcherTuning,
+    #[command(flatten)]
+    key: KeyArg,
+}
+
+/// The cluster key of `monofs router`, `node` and `fetcher`.
+#[derive(clap::Args)]
+struct KeyArg {
+    /// File holding the cluster key that every router, node and fetcher of the
+    /// cluster shares (64 hex digits, mode 0600; `monofs admin gen-key FILE` writes
+    /// one, `monofs up` keeps one in its data directory). Traffic between the
+    /// components is authenticated with it: a process without it is refused.
+    #[arg(long, env = "MONOFS_CLUSTER_KEY_FILE")]
+    cluster_key_file: PathBuf,
+}
+
+impl KeyArg {
+    fn load(&self) -> anyhow::Result<monofs_net::key::ClusterKey> {
+        Ok(monofs_net::key::ClusterKey::load(&self.cluster_key_file)?)
+    }
 }
 
 /// Fetcher settings shared by `monofs fetcher` and `monofs up`.
@@ -157,6 +180,7 @@ impl FetcherTuning {
         &self,
         listen: SocketAddr,
         cache_dir: PathBuf,
+        cluster_key: monofs_net::key::ClusterKey,
     ) -> anyhow::Result<monofs_fetcher::FetcherConfig> {
         anyhow::ensure!(self.max_cache_gb > 0.0, "--max-cache-gb must be positive");
         anyhow::ensure!(
@@ -167,7 +191,7 @@ impl FetcherTuning {
             self.prefetch_workers <= 256,
             "--prefetch-workers must be 0..=256"
         );
-        let mut c = monofs_fetcher::FetcherConfig::new(listen, cache_dir);
+        let mut c = monofs_fetcher::FetcherConfig::new(listen, cache_dir, cluster_key);
         c.max_cache_bytes = (self.max_cache_gb * (1u64 << 30) as f64) as u64;
         c.cache_age = std::time::Duration::from_secs_f64(self.cache_age_hours * 3600.0);
         c.prefetch_workers = self.prefetch_workers;
@@ -205,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 replication: a.replication_factor,
                 fetchers: split_list(&a.fetchers),
                 refresh_interval: a.refresh_interval.map(std::time::Duration::from_secs),
+                cluster_key: a.key.load()?,
             })?;
             up::wait_for_signal();
             h.shutdown();
@@ -216,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 node_id: a.node_id,
                 db_path: a.db_path,
                 shards: a.shards.unwrap_or_else(default_shards),
+                cluster_key: a.key.load()?,
             })?;
             up::wait_for_signal();
             h.shutdown()?;
@@ -224,7 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Fetcher(a) => {
             let h = monofs_fetcher::start(
                 a.tuning
-                    .config(SocketAddr::new(a.bind, a.port), a.cache_dir)?,
+                    .config(SocketAddr::new(a.bind, a.port), a.cache_dir, a.key.load()?)?,
             )?;
             up::wait_for_signal();
             h.shutdown();

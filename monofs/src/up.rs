@@ -11,6 +11,9 @@ use monofs_net::proto::NodeAddr;
 
 use crate::ingest_cmd::{self, IngestArgs};
 
+/// The cluster key's file in the data directory, created on first start.
+pub const CLUSTER_KEY_FILE: &str = "cluster.key";
+
 /// Longest silence the ingest client accepts from the router.
 pub const INGEST_SILENCE: Duration = Duration::from_secs(15 * 60);
 
@@ -90,6 +93,8 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&data)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let key_file = data.join(CLUSTER_KEY_FILE);
+    let cluster_key = monofs_net::key::ClusterKey::load_or_create(&key_file)?;
 
     let mut nodes = Vec::new();
     let mut node_addrs = Vec::new();
@@ -101,6 +106,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             node_id: id.clone(),
             db_path: data.join("nodes").join(&id),
             shards: a.shards,
+            cluster_key: cluster_key.clone(),
         })
         .map_err(|e| anyhow::anyhow!("node {id}: {e:#}"))?;
         nodes.push(h);
@@ -112,6 +118,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let fetcher = monofs_fetcher::start(a.fetcher.config(
         SocketAddr::new(loopback, a.fetcher_port),
         data.join("fetcher"),
+        cluster_key.clone(),
     )?)
     .map_err(|e| anyhow::anyhow!("fetcher: {e:#}"))?;
     let router = monofs_router::start(monofs_router::RouterConfig {
@@ -122,6 +129,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         replication: a.replication_factor,
         fetchers: vec![fetcher.local_addr().to_string()],
         refresh_interval: a.refresh_interval.map(Duration::from_secs),
+        cluster_key,
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 

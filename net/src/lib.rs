@@ -11,6 +11,7 @@ pub mod keys;
 pub mod dir;
 pub mod ns;
 pub mod client;
+pub mod key;
 
 pub use codec::DecodeError;
 

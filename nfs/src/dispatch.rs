@@ -1,6 +1,7 @@
 //! Routes one RPC record to its program: header → program/version check → argument
 //! decoding → procedure → result encoding. The only place the three programs meet.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::backend::Backend;
@@ -21,9 +22,11 @@ pub struct Services {
     pub ports: Ports,
 }
 
-/// Answers one record. `None` means there is nothing to answer and the connection should
-/// be dropped (a header too broken to even address a reply) or the message ignored.
-pub fn handle(record: &[u8], svc: &Services) -> Option<Vec<u8>> {
+/// Answers one record from `peer`. `None` means there is nothing to answer and the
+/// connection should be dropped (a header too broken to even address a reply) or the
+/// message ignored.
+pub fn handle(record: &[u8], svc: &Services, peer: SocketAddr) -> Option<Vec<u8>> {
+    let _ = peer; // the export rules (client allow-list, squashing) are decided per peer
     let (hdr, args) = match rpc::decode_call(record) {
         Ok(x) => x,
         Err(HeaderError::Malformed) => {

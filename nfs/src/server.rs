@@ -203,7 +203,7 @@ fn read_loop(stream: &TcpStream, conn: &Arc<Conn>, tx: &Sender<Job>, limits: cra
 
 fn worker(rx: Receiver<Job>, svc: &Services) {
     for job in rx {
-        match catch_unwind(AssertUnwindSafe(|| dispatch::handle(&job.record, svc))) {
+        match catch_unwind(AssertUnwindSafe(|| dispatch::handle(&job.record, svc, job.conn.peer))) {
             Ok(Some(reply)) => job.conn.send(&reply),
             Ok(None) => job.conn.close(),
             Err(_) => {

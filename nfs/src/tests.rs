@@ -12,6 +12,8 @@ use crate::*;
 const ROOT: &[u8] = b"root";
 const BIG: &[u8] = b"big";
 const VERF: [u8; 8] = *b"verfverf";
+/// Where test calls come from.
+const PEER: std::net::SocketAddr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 700));
 
 fn attr(ftype: Ftype, fileid: u64) -> Fattr {
     Fattr {
@@ -96,7 +98,7 @@ fn svc(n: u64) -> Services {
 fn call(svc: &Services, prog: u32, vers: u32, proc_: u32, args: impl FnOnce(&mut Encoder)) -> Vec<u8> {
     let mut e = encode_call(0xabcd, prog, vers, proc_);
     args(&mut e);
-    handle(&e.into_inner(), svc).expect("a reply")
+    handle(&e.into_inner(), svc, PEER).expect("a reply")
 }
 
 /// Checks an accepted reply's header and returns (accept_stat, body).
@@ -180,20 +182,20 @@ fn rpc_version_and_broken_headers() {
     for v in [0xabcd, 0, 3, 100003, 3, 0] {
         e.u32(v);
     }
-    let r = handle(&e.into_inner(), &s).unwrap();
+    let r = handle(&e.into_inner(), &s, PEER).unwrap();
     let mut d = Decoder::new(&r);
     let words: Vec<u32> = (0..6).map(|_| d.u32().unwrap()).collect();
     assert_eq!(words, [0xabcd, 1, 1, 0, 2, 2], "MSG_DENIED RPC_MISMATCH 2..2");
     let full = encode_call(1, 100003, 3, 0).into_inner();
     for n in 0..full.len() {
-        assert!(handle(&full[..n], &s).is_none(), "truncated header of {n} bytes answered");
+        assert!(handle(&full[..n], &s, PEER).is_none(), "truncated header of {n} bytes answered");
     }
     // Unsupported flavor (RPCSEC_GSS) → AUTH_ERROR/BADCRED.
     let mut e = Encoder::new();
     for v in [0xabcd, 0, 2, 100003, 3, 0, 6, 0, 0, 0] {
         e.u32(v);
     }
-    let r = handle(&e.into_inner(), &s).unwrap();
+    let r = handle(&e.into_inner(), &s, PEER).unwrap();
     let mut d = Decoder::new(&r);
     let words: Vec<u32> = (0..5).map(|_| d.u32().unwrap()).collect();
     assert_eq!(words, [0xabcd, 1, 1, 1, 1]);

@@ -22,7 +22,7 @@ pub fn serve_portmap_udp(socket: UdpSocket, ports: Ports, shutdown: Arc<AtomicBo
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(e),
         };
-        if let Some(reply) = dispatch::handle(&buf[..n], &svc) {
+        if let Some(reply) = dispatch::handle(&buf[..n], &svc, peer) {
             if let Err(e) = socket.send_to(&reply, peer) {
                 tracing::warn!(%peer, error = %e, "portmap reply failed");
             }

@@ -49,6 +49,8 @@ pub struct RouterConfig {
     pub fetchers: Vec<String>,
     /// Refresh every Git repository this often (run it on one router only).
     pub refresh_interval: Option<Duration>,
+    /// The cluster's shared secret (node and fetcher traffic, file handle MACs).
+    pub cluster_key: monofs_net::key::ClusterKey,
 }
 
 pub struct Router {

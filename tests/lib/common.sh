@@ -11,6 +11,8 @@
 #                      when the script exits; sets E2E_BG_PID
 #   e2e_vm [vm/run.sh args...]  vm/run.sh
 #   E2E_TMP            a temporary directory removed at exit
+#   MONOFS_CLUSTER_KEY_FILE  a fresh cluster key in $E2E_TMP, exported, so the separate
+#                      `monofs node|fetcher|router` processes a script starts share one key
 set -euo pipefail
 MONOFS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 MONOFS_BIN="${MONOFS_BIN:-$MONOFS_ROOT/target/release/monofs}"
@@ -94,6 +96,9 @@ _e2e_t0=$(date +%s.%N)
 e2e_secs() { awk -v s="$_e2e_t0" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}'; }
 e2e_step() { echo; echo "== [$(e2e_secs)s] $*"; }
 [ -x "$MONOFS_BIN" ] || { echo "FAIL: $MONOFS_BIN missing (cargo build --release)"; exit 1; }
+MONOFS_CLUSTER_KEY_FILE="$E2E_TMP/cluster.key"
+"$MONOFS_BIN" admin gen-key "$MONOFS_CLUSTER_KEY_FILE" 2>/dev/null
+export MONOFS_CLUSTER_KEY_FILE
 
 _e2e_exit_cmds=()
 e2e_at_exit() { _e2e_exit_cmds+=("$*"); }

@@ -41,6 +41,11 @@ fn is_tmpfs(p: &Path) -> bool {
     best.is_some_and(|(_, t)| t)
 }
 
+/// The cluster key every test component shares.
+pub fn test_key() -> monofs_net::key::ClusterKey {
+    monofs_net::key::ClusterKey::from_bytes([0x5a; monofs_net::key::KEY_LEN])
+}
+
 /// A base port whose `shards` consecutive ports are free right now.
 fn free_ports(shards: usize) -> u16 {
     loop {
@@ -60,6 +65,7 @@ pub fn start_at(db: &Path, shards: usize, port: u16) -> anyhow::Result<NodeHandl
         node_id: "n1".into(),
         db_path: db.to_path_buf(),
         shards,
+        cluster_key: test_key(),
     })
 }
 

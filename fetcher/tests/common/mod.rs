@@ -232,6 +232,11 @@ pub fn fixture_repo(root: &Path) -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1.
+/// The cluster key every test component shares.
+pub fn test_key() -> monofs_net::key::ClusterKey {
+    monofs_net::key::ClusterKey::from_bytes([0x5a; monofs_net::key::KEY_LEN])
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -10,9 +10,16 @@ use crate::types::MountStatus;
 /// Flavors MNT advertises, preferred first (Linux picks AUTH_UNIX).
 const AUTH_FLAVORS: [u32; 2] = [AUTH_UNIX, AUTH_NONE];
 
-pub fn run(b: &dyn Backend, call: MountCall) -> MountReply {
+/// `admitted`: the export rules let this caller mount (its address is named and, for a
+/// `secure` client, its port is privileged). Only MNT hands out anything, so only MNT
+/// asks; like mountd, EXPORT lists the exports to anyone.
+pub fn run(b: &dyn Backend, admitted: bool, call: MountCall) -> MountReply {
     match call {
         MountCall::Null | MountCall::Umnt(_) | MountCall::Umntall => MountReply::Void,
+        // mountd answers MNT3ERR_ACCES to an unmatched host and to an illegal port alike
+        // (nfs-utils auth_authenticate: "refused mount request ... unmatched host" /
+        // "illegal port").
+        MountCall::Mnt(_) if !admitted => MountReply::Mnt(Err(MountStatus::Acces)),
         MountCall::Mnt(path) => MountReply::Mnt(mnt(b, &path)),
         MountCall::Dump => MountReply::Dump(Vec::new()),
         MountCall::Export => MountReply::Export(

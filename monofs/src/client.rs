@@ -126,7 +126,13 @@ async fn connect(server: &str, bind: Option<IpAddr>) -> Result<Conn, Fail> {
         .nfs3_port(port)
         .mount()
         .await
-        .map_err(|e| Fail::Unreachable(format!("cannot mount {server}:/: {e}")))
+        .map_err(|e| match e {
+            // Reached and refused: the router's export rules do not admit this address or port.
+            nfs3_client::ConnectError::Mount(nfs3_client::MountError::Denied(s)) => {
+                Fail::Other(format!("{server} refused the mount of /: {s:?}"))
+            }
+            e => Fail::Unreachable(format!("cannot mount {server}:/: {e}")),
+        })
 }
 
 fn status_fail(what: &str, path: &str, s: nfsstat3) -> Fail {

@@ -25,25 +25,17 @@ git -C "$REPO" -c user.name=t -c user.email=t@example.com commit -q -m one
 WANT_SHA=$(sha256sum "$REPO/readme.txt" | cut -d' ' -f1)
 
 cat >"$E2E_TMP/rpc.py" <<'PY'
-"""Raw ONC RPC over TCP from a chosen source: rpc.py SRC_IP SRC_PORT SERVER_PORT UID [FH_HEX]
-MNT "/" (MOUNT v3) and, with the handle it returns or FH_HEX, GETATTR (NFS v3).
-Prints one JSON object: mnt status and handle, getattr reply kind and status."""
+"""Raw ONC RPC over TCP from a chosen source: rpc.py SRC_IP SRC_PORT|priv SERVER_PORT UID [FH_HEX]
+MNT "/" (MOUNT v3) then GETATTR (NFS v3) of FH_HEX or of the handle MNT returned, with an
+AUTH_SYS credential for UID. `priv` binds the first free port of 700..1023. Prints JSON:
+{"mnt": mountstat3 or "denied:REJECT:AUTH", "fh": hex, "getattr": nfsstat3 or "denied:..."}."""
 import json, socket, struct, sys
 
-src_ip, src_port, port, uid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-fh_arg = bytes.fromhex(sys.argv[5]) if len(sys.argv) > 5 else None
+src_ip, src_port, port, uid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+fh = bytes.fromhex(sys.argv[5]) if len(sys.argv) > 5 else None
 
 def opaque(b):
     return struct.pack(">I", len(b)) + b + b"\0" * (-len(b) % 4)
-
-def call(sock, xid, prog, vers, proc, args):
-    cred = struct.pack(">I", 0) + opaque(b"e2e") + struct.pack(">III", uid, uid, 0)
-    body = struct.pack(">IIIIII", xid, 0, 2, prog, vers, proc) + struct.pack(">I", 1) + opaque(cred)
-    body += struct.pack(">II", 0, 0) + args
-    sock.sendall(struct.pack(">I", 0x80000000 | len(body)) + body)
-    hdr = recv(sock, 4)
-    n = struct.unpack(">I", hdr)[0] & 0x7FFFFFFF
-    return recv(sock, n)
 
 def recv(sock, n):
     out = b""
@@ -54,45 +46,52 @@ def recv(sock, n):
         out += chunk
     return out
 
-def connect():
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.settimeout(20)
-    s.bind((src_ip, src_port))
-    s.connect(("127.0.0.1", port))
-    return s
+def call(sock, xid, prog, vers, proc, args):
+    """The call's outcome: the first word of the results, or "denied:REJECT:AUTH"; and the rest."""
+    cred = struct.pack(">I", 0) + opaque(b"e2e") + struct.pack(">III", uid, uid, 0)
+    body = struct.pack(">IIIIII", xid, 0, 2, prog, vers, proc) + struct.pack(">I", 1) + opaque(cred)
+    body += struct.pack(">II", 0, 0) + args
+    sock.sendall(struct.pack(">I", 0x80000000 | len(body)) + body)
+    r = recv(sock, struct.unpack(">I", recv(sock, 4))[0] & 0x7FFFFFFF)
+    if struct.unpack(">I", r[8:12])[0] == 1:
+        return "denied:%d:%d" % struct.unpack(">II", r[12:20]), b""
+    assert struct.unpack(">I", r[20:24])[0] == 0, "accept_stat"
+    return struct.unpack(">I", r[24:28])[0], r[28:]
 
-def reply_kind(r):
-    # xid, REPLY, then MSG_ACCEPTED (verifier, accept_stat) or MSG_DENIED (reject_stat, auth_stat)
-    _, _, stat = struct.unpack(">III", r[:12])
-    if stat == 1:
-        reject, why = struct.unpack(">II", r[12:20])
-        return {"denied": True, "reject_stat": reject, "auth_stat": why}, None
-    accept = struct.unpack(">I", r[20:24])[0]
-    return {"denied": False, "accept_stat": accept}, r[24:]
+def connect():
+    for p in (range(700, 1024) if src_port == "priv" else [int(src_port)]):
+        s = socket.socket()
+        s.settimeout(20)
+        try:
+            s.bind((src_ip, p))
+        except OSError:
+            s.close()
+            continue
+        s.connect(("127.0.0.1", port))
+        return s
+    raise SystemExit("no source port")
 
 out = {}
 with connect() as s:
-    kind, rest = reply_kind(call(s, 1, 100005, 3, 1, opaque(b"/")))
-    out["mnt"] = kind
-    fh = fh_arg
-    if rest is not None:
-        out["mnt_status"] = struct.unpack(">I", rest[:4])[0]
-        if out["mnt_status"] == 0:
-            n = struct.unpack(">I", rest[4:8])[0]
-            out["fh"] = rest[8:8 + n].hex()
-            fh = fh or rest[8:8 + n]
+    out["mnt"], rest = call(s, 1, 100005, 3, 1, opaque(b"/"))
+    if out["mnt"] == 0:
+        n = struct.unpack(">I", rest[:4])[0]
+        out["fh"] = rest[4:4 + n].hex()
+        fh = fh or rest[4:4 + n]
     if fh is not None:
-        kind, rest = reply_kind(call(s, 2, 100003, 3, 1, opaque(fh)))
-        out["getattr"] = kind
-        if rest is not None:
-            out["getattr_status"] = struct.unpack(">I", rest[:4])[0]
+        out["getattr"] = call(s, 2, 100003, 3, 1, opaque(fh))[0]
 print(json.dumps(out))
 PY
-rpc() { python3 "$E2E_TMP/rpc.py" "$@"; }
-field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); v=d
-for k in sys.argv[2].split("."): v = v.get(k) if isinstance(v, dict) else None
-print(v)' "$1" "$2"; }
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))' "$1" "$2"; }
+# rpc_expect WHAT SRC_IP SRC_PORT|priv UID FH|"" WANT_MNT WANT_GETATTR: MNT and GETATTR from
+# SRC through rpc.py, checked; the reply is left in RPC_OUT.
+rpc_expect() {
+    local what="$1" want_mnt="$6" want_getattr="$7"
+    RPC_OUT=$(python3 "$E2E_TMP/rpc.py" "$2" "$3" "$E2E_NFS_PORT" "$4" ${5:+"$5"})
+    echo "    $what: $RPC_OUT"
+    e2e_check "MNT $what: $want_mnt" test "$(field "$RPC_OUT" mnt)" = "$want_mnt"
+    e2e_check "GETATTR $what: $want_getattr" test "$(field "$RPC_OUT" getattr)" = "$want_getattr"
+}
 
 e2e_step "a broken exports file is refused before anything starts"
 printf '# rules\n/ 127.0.0.2/32(ro,insecure,bogus)\n' >"$E2E_TMP/bad.exports"
@@ -129,32 +128,17 @@ if command -v nfs-ls >/dev/null; then
     e2e_check "libnfs nfs-ls from 127.0.0.1 is refused" bash -c "! timeout 60 nfs-ls 'nfs://127.0.0.1/local/tiny?$Q' >/dev/null 2>&1"
 fi
 
-r2=$(rpc 127.0.0.2 0 "$E2E_NFS_PORT" 1000)
-echo "    from 127.0.0.2: $r2"
-e2e_check "raw MNT from 127.0.0.2 succeeds" test "$(field "$r2" mnt_status)" = 0
-e2e_check "raw GETATTR from 127.0.0.2 succeeds" test "$(field "$r2" getattr_status)" = 0
-r1=$(rpc 127.0.0.1 0 "$E2E_NFS_PORT" 1000 "$(field "$r2" fh)")
-echo "    from 127.0.0.1: $r1"
-e2e_check "raw MNT from 127.0.0.1: MNT3ERR_ACCES (13)" test "$(field "$r1" mnt_status)" = 13
-e2e_check "raw GETATTR from 127.0.0.1 with a valid handle: MSG_DENIED AUTH_ERROR AUTH_BADCRED" \
-    test "$(field "$r1" getattr.denied)/$(field "$r1" getattr.reject_stat)/$(field "$r1" getattr.auth_stat)" = "True/1/1"
+rpc_expect "from 127.0.0.2" 127.0.0.2 0 1000 "" 0 0
+# A valid handle does not help an address no rule names: AUTH_ERROR / AUTH_BADCRED.
+rpc_expect "from 127.0.0.1 with 127.0.0.2's handle" 127.0.0.1 0 1000 "$(field "$RPC_OUT" fh)" 13 denied:1:1
 e2e_stop "$E2E_UP_PID"
 
 e2e_step "rules: / 127.0.0.1(no_root_squash) (secure)"
 if [ "$(id -u)" = 0 ]; then
     printf '/ 127.0.0.1(no_root_squash)\n' >"$E2E_TMP/secure.exports"
     e2e_up "$DATA" --nodes 1 --exports "$E2E_TMP/secure.exports"
-    priv=""
-    for p in $(seq 700 1000); do
-        if r=$(rpc 127.0.0.1 "$p" "$E2E_NFS_PORT" 0 2>/dev/null); then priv=$r; break; fi
-    done
-    echo "    from a privileged port: $priv"
-    e2e_check "MNT from a port < 1024 succeeds" test "$(field "$priv" mnt_status)" = 0
-    e2e_check "GETATTR from a port < 1024 succeeds" test "$(field "$priv" getattr_status)" = 0
-    unpriv=$(rpc 127.0.0.1 0 "$E2E_NFS_PORT" 0 "$(field "$priv" fh)")
-    echo "    from an unprivileged port: $unpriv"
-    e2e_check "MNT from an unprivileged port: MNT3ERR_ACCES" test "$(field "$unpriv" mnt_status)" = 13
-    e2e_check "GETATTR from an unprivileged port: NFS3ERR_PERM (1)" test "$(field "$unpriv" getattr_status)" = 1
+    rpc_expect "as root from a port < 1024" 127.0.0.1 priv 0 "" 0 0
+    rpc_expect "as root from an unprivileged port" 127.0.0.1 0 0 "$(field "$RPC_OUT" fh)" 13 1
     e2e_stop "$E2E_UP_PID"
 else
     echo "not root: privileged source ports unavailable, skipped"
@@ -164,9 +148,7 @@ e2e_step "no --exports: / *(ro,root_squash,insecure)"
 e2e_up "$DATA" --nodes 1
 got=$("$MONOFS_BIN" ls /local/tiny | LC_ALL=C sort | tr '\n' ' ')
 e2e_check "monofs ls from 127.0.0.1 lists the repository" test "$got" = "readme.txt run.sh "
-r=$(rpc 127.0.0.3 0 "$E2E_NFS_PORT" 0)
-e2e_check "raw MNT and GETATTR as root from 127.0.0.3, an unprivileged port" \
-    test "$(field "$r" mnt_status)/$(field "$r" getattr_status)" = "0/0"
+rpc_expect "as root from 127.0.0.3, an unprivileged port" 127.0.0.3 0 0 "" 0 0
 e2e_stop "$E2E_UP_PID"
 
 e2e_done

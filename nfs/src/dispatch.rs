@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::exports::{Admission, Exports};
 use crate::limits::Limits;
-use crate::nfs3_xdr::{ArgError, NFS_PROGRAM, NFS_V3};
+use crate::nfs3_xdr::{ArgError, Nfs3Call, Nfs3Reply, NFS_PROGRAM, NFS_V3};
 use crate::mount_xdr::{MOUNT_PROGRAM, MOUNT_V3};
 use crate::portmap_proc::Ports;
 use crate::portmap_xdr::{PORTMAP_PROGRAM, PORTMAP_V2};
@@ -72,19 +72,21 @@ fn route(hdr: &CallHeader, args: &[u8], svc: &Services, peer: SocketAddr) -> Vec
             if admission == Admission::Refused && hdr.proc_ != nfs3_xdr::procs::NULL {
                 // knfsd: svcauth_unix_set_client finds no client for the address (NULL
                 // excepted) and denies the call with AUTH_BADCRED.
-                tracing::warn!(xid, %peer, "NFS call from a client no export rule names");
+                // Debug, not warn: a client without access may retry without end.
+                tracing::debug!(xid, %peer, "NFS call from a client no export rule names");
                 return rpc::auth_error(xid, AuthStat::BadCred);
             }
             finish(xid, hdr, nfs3_xdr::decode_call(hdr.proc_, args), |call| {
-                let reply = match admission {
-                    Admission::Admitted(opts) => {
+                let reply = match (admission, &call) {
+                    (Admission::Admitted(opts), _) => {
                         let caller = Caller { cred: opts.effective(&hdr.auth), writable: opts.rw };
                         nfs3_proc::run(ex.fs.as_ref(), &svc.limits, &caller, call)
                     }
-                    // knfsd: nfsd_setuser_and_check_port answers nfserr_perm ("request from
-                    // insecure port") before the procedure runs.
+                    (_, Nfs3Call::Null) => Nfs3Reply::Null,
+                    // Only an insecure port is left: knfsd's nfsd_setuser_and_check_port
+                    // answers nfserr_perm ("request from insecure port") before the procedure.
                     _ => {
-                        tracing::warn!(xid, %peer, "NFS call from an insecure port refused");
+                        tracing::debug!(xid, %peer, "NFS call from an insecure port refused");
                         nfs3_proc::refuse(&call, Status::Perm)
                     }
                 };
@@ -103,7 +105,7 @@ fn route(hdr: &CallHeader, args: &[u8], svc: &Services, peer: SocketAddr) -> Vec
                 if !admitted && matches!(call, mount_xdr::MountCall::Mnt(_)) {
                     tracing::warn!(xid, %peer, "MNT refused by the export rules");
                 }
-                let reply = mount_proc::run(ex.fs.as_ref(), admitted, call);
+                let reply = mount_proc::run(ex.fs.as_ref(), &ex.exports, admitted, call);
                 let mut e = rpc::success(xid, 256);
                 mount_xdr::encode_reply(&mut e, &reply);
                 e.into_inner()

@@ -73,6 +73,16 @@ impl ClientSpec {
     }
 }
 
+impl fmt::Display for ClientSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ClientSpec::Any => f.write_str("*"),
+            ClientSpec::Net { addr, prefix } if prefix == if addr.is_ipv4() { 32 } else { 128 } => write!(f, "{addr}"),
+            ClientSpec::Net { addr, prefix } => write!(f, "{addr}/{prefix}"),
+        }
+    }
+}
+
 fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
     if prefix == 0 {
         return 0;
@@ -201,6 +211,11 @@ impl Exports {
     /// The client entries in the order they are tried.
     pub fn clients(&self) -> &[ClientRule] {
         &self.clients
+    }
+
+    /// The clients as MOUNT EXPORT names them (`*`, `10.0.0.0/8`, `::1`).
+    pub fn groups(&self) -> Vec<Vec<u8>> {
+        self.clients.iter().map(|c| c.spec.to_string().into_bytes()).collect()
     }
 }
 
@@ -398,6 +413,9 @@ mod tests {
         assert!(opts(&e, "127.0.0.1").is_none());
         let e = parse("/ ::/0(rw)").unwrap();
         assert!(opts(&e, "fe80::1").unwrap().rw);
+        let e = parse("/ * 10.1.2.3/8 192.0.2.7 2001:db8::9/32 ::1").unwrap();
+        let groups: Vec<String> = e.groups().into_iter().map(|g| String::from_utf8(g).unwrap()).collect();
+        assert_eq!(groups, ["*", "10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"]);
     }
 
     #[test]

@@ -257,8 +257,27 @@ fn mount_and_export() {
     let mut d = success(&r);
     assert!(d.bool().unwrap());
     assert_eq!(d.opaque(1024).unwrap(), b"/");
+    assert!(d.bool().unwrap(), "the default rules' one group");
+    assert_eq!(d.opaque(1024).unwrap(), b"*");
     assert!(!d.bool().unwrap());
     assert!(!d.bool().unwrap());
+    assert_eq!(d.remaining(), 0);
+    // No export line: nothing is exported.
+    let none = svc_exported(0, Exports::parse("# nothing\n", "t").unwrap());
+    let r = call(&none, 100005, 3, 5, |_| {});
+    let mut d = success(&r);
+    assert!(!d.bool().unwrap());
+    assert_eq!(d.remaining(), 0);
+    let two = svc_exported(0, Exports::parse("/ 10.0.0.0/8 ::1", "t").unwrap());
+    let r = call(&two, 100005, 3, 5, |_| {});
+    let mut d = success(&r);
+    assert!(d.bool().unwrap());
+    assert_eq!(d.opaque(1024).unwrap(), b"/");
+    for g in [&b"10.0.0.0/8"[..], b"::1"] {
+        assert!(d.bool().unwrap());
+        assert_eq!(d.opaque(1024).unwrap(), g);
+    }
+    assert_eq!((d.bool().unwrap(), d.bool().unwrap()), (false, false));
 }
 
 #[test]
@@ -453,6 +472,8 @@ fn export_rules_per_peer() {
     assert_eq!(d.u32().unwrap(), Status::Perm as u32);
     assert_eq!(d.remaining(), 0);
     assert_eq!(success(&getattr(at("127.0.0.1", 40000))).u32().unwrap(), 0, "insecure");
+    let null = call_from(&s, at("192.168.3.4", 40000), 100003, 3, procs::NULL, |_| {});
+    assert_eq!(success(&null).remaining(), 0, "NULL answers an insecure port");
     // rw lets a write reach the backend (which is read-only itself); ro answers first.
     let write = |peer| {
         call_from(&s, peer, 100003, 3, procs::SETATTR, |e| {

@@ -95,6 +95,8 @@ struct RouterArgs {
     refresh_interval: Option<u64>,
     #[command(flatten)]
     key: KeyArg,
+    #[command(flatten)]
+    exports: ExportsArg,
 }
 
 #[derive(clap::Args)]
@@ -146,6 +148,25 @@ struct KeyArg {
 impl KeyArg {
     fn load(&self) -> anyhow::Result<monofs_net::key::ClusterKey> {
         Ok(monofs_net::key::ClusterKey::load(&self.cluster_key_file)?)
+    }
+}
+
+/// The NFS export rules of `monofs router` and `monofs up`.
+#[derive(clap::Args)]
+pub struct ExportsArg {
+    /// Export rules in /etc/exports form (docs/exports.md): which client
+    /// addresses may mount and call, ro/rw, root_squash/all_squash, secure ports.
+    /// Default: `/ *(ro,root_squash,insecure)`.
+    #[arg(long, value_name = "FILE")]
+    exports: Option<PathBuf>,
+}
+
+impl ExportsArg {
+    pub fn load(&self) -> anyhow::Result<monofs_nfs::Exports> {
+        match &self.exports {
+            None => Ok(monofs_nfs::Exports::default()),
+            Some(path) => Ok(monofs_nfs::Exports::load(path)?),
+        }
     }
 }
 
@@ -230,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 fetchers: split_list(&a.fetchers),
                 refresh_interval: a.refresh_interval.map(std::time::Duration::from_secs),
                 cluster_key: a.key.load()?,
+                exports: a.exports.load()?,
             })?;
             up::wait_for_signal();
             h.shutdown();

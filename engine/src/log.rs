@@ -711,9 +711,9 @@ impl ShardLog {
 
     /// Open or create the log and rebuild the index by scanning it: every
     /// record's meta checksum is verified, and the block checksums of the records
-    /// in the last [`TAIL_VERIFY`] bytes and of all small ones. A torn or
-    /// invalid tail is cut off (truncated) so later appends never sit before
-    /// stale bytes. `table_budget` bounds the block tables kept in memory.
+    /// in the last [`TAIL_VERIFY`] bytes and of all small ones. Damaged records
+    /// are skipped and listed, a torn last write is cut off (see
+    /// [`TORN_TAIL_MAX`]). `table_budget` bounds the block tables kept in memory.
     pub async fn open(
         db: &Path,
         shard: usize,

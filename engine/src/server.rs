@@ -16,6 +16,7 @@ use monofs_net::hrw::shard_of;
 use monofs_net::proto::{frame_len, op, Request, Response};
 use monofs_net::MAX_FRAME;
 
+use crate::damage::hex;
 use crate::log::{GetError, PutError, ShardLog};
 use crate::metrics::ShardMetrics;
 
@@ -142,10 +143,6 @@ impl Shard {
             }
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Accept connections until the listener fails in a way retrying cannot fix.

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod damaged;
 pub mod handle;
 pub mod http;
 pub mod ingest;

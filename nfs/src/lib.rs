@@ -7,17 +7,21 @@
 //! semantics, which never touch bytes) → `Backend`.
 
 mod backend;
+mod defer;
 mod dispatch;
 mod limits;
 mod mount_proc;
 mod mount_xdr;
 mod nfs3_proc;
 mod nfs3_xdr;
+mod nofile;
 mod portmap_proc;
 mod portmap_xdr;
 mod record;
 mod rpc;
 mod server;
+mod stats;
+mod ticket;
 mod types;
 mod udp;
 pub mod xdr;
@@ -29,9 +33,12 @@ use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-pub use backend::Backend;
+pub use backend::{Backend, ReadOutcome};
 pub use limits::*;
+pub use nofile::raise_nofile_limit;
 pub use portmap_proc::Ports;
+pub use stats::ServerStats;
+pub use ticket::Ticket;
 pub use types::*;
 
 /// Serves NFSv3 (100003 v3), MOUNT v3 (100005 v3) and PORTMAP v2 (100000) on `listener`.
@@ -43,8 +50,20 @@ pub fn serve_tcp(
     ports: Ports,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
+    serve_tcp_with_stats(listener, backend, limits, ports, Arc::default(), shutdown)
+}
+
+/// `serve_tcp`, counting connections, refusals, closes and queued bytes in `stats`.
+pub fn serve_tcp_with_stats(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+    ports: Ports,
+    stats: Arc<ServerStats>,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<()> {
     let svc = dispatch::Services { backend: Some(backend), limits: limits.sanitized(), ports };
-    server::serve_tcp(listener, svc, shutdown)
+    server::serve_tcp(listener, svc, stats, shutdown)
 }
 
 /// PORTMAP v2 over UDP (rpcbind v3/v4 get PROG_MISMATCH 2..2), for a portmapper on port

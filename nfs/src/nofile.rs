@@ -11,12 +11,12 @@ pub fn raise_nofile_limit(wanted: u64) -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let before = rl.rlim_cur as u64;
-    let target = wanted.min(rl.rlim_max as u64);
+    let before: u64 = rl.rlim_cur;
+    let target = wanted.min(rl.rlim_max);
     if before >= target {
         return Ok((before, before));
     }
-    let new = libc::rlimit { rlim_cur: target as libc::rlim_t, rlim_max: rl.rlim_max };
+    let new = libc::rlimit { rlim_cur: target, rlim_max: rl.rlim_max };
     // SAFETY: new is a valid rlimit within the hard limit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
         return Err(io::Error::last_os_error());

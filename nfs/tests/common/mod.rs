@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,11 +150,16 @@ impl Drop for Server {
 }
 
 pub fn start(limits: Limits) -> Server {
+    start_with(Arc::new(MemFs::new()), limits, Arc::default())
+}
+
+/// A server of `backend` counting into `stats`.
+pub fn start_with(backend: Arc<dyn Backend>, limits: Limits, stats: Arc<ServerStats>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Arc::new(AtomicBool::new(false));
     let ports = Ports { nfs: addr.port(), mount: addr.port(), portmap: addr.port(), portmap_udp: false };
     let flag = shutdown.clone();
-    std::thread::spawn(move || serve_tcp(listener, Arc::new(MemFs::new()), limits, ports, flag).unwrap());
+    std::thread::spawn(move || serve_tcp_with_stats(listener, backend, limits, ports, stats, flag).unwrap());
     Server { addr, shutdown }
 }

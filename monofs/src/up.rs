@@ -66,6 +66,8 @@ pub struct UpArgs {
     content: String,
     #[command(flatten)]
     fetcher: crate::FetcherTuning,
+    #[command(flatten)]
+    clients: crate::ClientLimits,
     /// Exit after the ingests instead of serving (for scripts).
     #[arg(long)]
     exit_after_ingest: bool,
@@ -129,6 +131,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         replication: a.replication_factor,
         fetchers: vec![fetcher.local_addr().to_string()],
         refresh_interval: a.refresh_interval.map(Duration::from_secs),
+        nfs_limits: a.clients.limits(),
         cluster_key,
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;

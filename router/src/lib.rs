@@ -49,6 +49,8 @@ pub struct RouterConfig {
     pub fetchers: Vec<String>,
     /// Refresh every Git repository this often (run it on one router only).
     pub refresh_interval: Option<Duration>,
+    /// Limits of the NFS server (connections, timeouts).
+    pub nfs_limits: monofs_nfs::Limits,
     /// The cluster's shared secret (node and fetcher traffic, file handle MACs).
     pub cluster_key: monofs_net::key::ClusterKey,
 }
@@ -172,6 +174,23 @@ impl RouterHandle {
     }
 }
 
+/// Every NFS connection is a descriptor: a low soft limit would refuse clients
+/// long before the server's connection caps do.
+fn raise_nofile() {
+    match monofs_nfs::raise_nofile_limit(monofs_nfs::WANTED_NOFILE) {
+        Ok((before, after)) if after > before => {
+            tracing::info!(before, after, "raised the open-file soft limit for NFS connections")
+        }
+        Ok((before, _)) if before < monofs_nfs::WANTED_NOFILE => tracing::warn!(
+            limit = before,
+            wanted = monofs_nfs::WANTED_NOFILE,
+            "open-file limit is low and the hard limit forbids raising it"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}
+
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers));
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -184,16 +203,19 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
         portmap: cfg.portmap_port.unwrap_or(nfs_addr.port()),
         portmap_udp: cfg.portmap_port.is_some(),
     };
+    raise_nofile();
     let mut threads = Vec::new();
     let backend: Arc<dyn monofs_nfs::Backend> = router.clone();
+    let limits = cfg.nfs_limits;
     {
         let (b, s) = (backend.clone(), shutdown.clone());
+        let stats = router.metrics.nfs.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("nfs-accept".into())
                 .spawn(move || {
                     if let Err(e) =
-                        monofs_nfs::serve_tcp(nfs, b, monofs_nfs::Limits::default(), ports, s)
+                        monofs_nfs::serve_tcp_with_stats(nfs, b, limits, ports, stats, s)
                     {
                         tracing::error!(error = %e, "NFS server stopped");
                     }
@@ -214,9 +236,7 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
             std::thread::Builder::new()
                 .name("portmap-tcp".into())
                 .spawn(move || {
-                    if let Err(e) =
-                        monofs_nfs::serve_tcp(tcp, b, monofs_nfs::Limits::default(), ports, s)
-                    {
+                    if let Err(e) = monofs_nfs::serve_tcp(tcp, b, limits, ports, s) {
                         tracing::error!(error = %e, "PORTMAP TCP server stopped");
                     }
                 })?,

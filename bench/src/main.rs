@@ -6,6 +6,7 @@ mod compare;
 mod engine;
 mod env;
 mod hist;
+mod hostile;
 mod ingest;
 mod load;
 mod report;
@@ -32,6 +33,9 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// Time to first listing and to fully fetched of a generated repository, beside git clone.
     Ingest(ingest::IngestArgs),
+    /// Does one client hurt another? A victim's GETATTR rate and p99 beside stuck readers,
+    /// idle connections and half-sent records, and the server's RSS growth.
+    Hostile(hostile::HostileArgs),
     /// Node engine GET/PUT at queue depths 1..256 beside fio (io_uring, O_DIRECT) on the same disk.
     Engine(engine::EngineArgs),
 }
@@ -165,6 +169,7 @@ fn main() {
         Cmd::Compare(a) => compare::main(a),
         Cmd::Ingest(a) => ingest::main(a),
         Cmd::Engine(a) => engine::main(a),
+        Cmd::Hostile(a) => hostile::main(a),
     };
     if let Err(e) = r {
         eprintln!("monofs-bench: {e:#}");

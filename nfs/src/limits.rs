@@ -42,7 +42,7 @@ pub const READDIR_BACKEND_PAGE: usize = 512;
 /// Calls waiting for a worker, per worker, before readers block (backpressure).
 pub const WORK_QUEUE_PER_WORKER: usize = 8;
 
-/// How often a non-blocking accept loop looks at the shutdown flag.
+/// How often the accept loop, waiting for connections, looks at the shutdown flag.
 pub const ACCEPT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Read timeout on sockets, so blocked readers notice the shutdown flag.
 pub const READ_POLL_INTERVAL: Duration = Duration::from_millis(250);

@@ -244,7 +244,7 @@ pub fn serve_tcp(listener: TcpListener, svc: Services, stats: Arc<ServerStats>, 
     while !shutdown.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => accept(&sh, stream, peer, &tx),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL_INTERVAL),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for_connection(&listener),
             Err(e)
                 if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset)
                     || e.raw_os_error().is_some_and(|c| TRANSIENT_ACCEPT_ERRNOS.contains(&c)) =>
@@ -257,6 +257,19 @@ pub fn serve_tcp(listener: TcpListener, svc: Services, stats: Arc<ServerStats>, 
     }
     tracing::info!("NFS server shutting down");
     Ok(())
+}
+
+/// Sleeps until a connection is waiting or ACCEPT_POLL_INTERVAL passed (to look at the
+/// shutdown flag). A plain sleep would let a burst of connects overflow the listen
+/// backlog, and each dropped SYN costs its client a one-second retransmit.
+fn wait_for_connection(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, ACCEPT_POLL_INTERVAL.as_millis() as libc::c_int) };
+    if r < 0 {
+        thread::sleep(ACCEPT_POLL_INTERVAL);
+    }
 }
 
 /// Takes a connection slot for `ip`, or says which cap refused it.

@@ -38,18 +38,9 @@ const WANTED_NOFILE: u64 = 16384;
 
 #[derive(Args)]
 pub struct HostileArgs {
-    /// NFS server host:port (not with --peer).
-    #[arg(long)]
-    server: Option<String>,
-    /// MOUNT server host:port (default: the NFS port).
-    #[arg(long)]
-    mount_server: Option<String>,
-    /// Export path to MOUNT.
-    #[arg(long, default_value = "/")]
-    export: String,
-    /// Path below the export holding a file of at least 1 MiB for the stuck readers.
-    #[arg(long, default_value = "")]
-    root: String,
+    /// The server (not with --peer); --root must reach a file of at least 1 MiB.
+    #[command(flatten)]
+    srv: crate::ServerArgs,
     /// The server's process id, for its RSS (/proc/PID/status).
     #[arg(long)]
     pid: Option<u32>,
@@ -130,17 +121,7 @@ pub fn main(a: HostileArgs) -> Result<()> {
         Err(e) => eprintln!("bench: warning: cannot raise the open-file limit: {e}"),
     }
     let outcomes = match &a.peer {
-        None => {
-            let server = a.server.clone().context("--server (or --peer ganesha) is required")?;
-            let t = Target {
-                name: "server".into(),
-                addr: server.clone(),
-                mount_addr: a.mount_server.clone().unwrap_or(server),
-                export: a.export.clone(),
-                root: a.root.clone(),
-            };
-            vec![measure(&a, &t, a.pid)?]
-        }
+        None => vec![measure(&a, &a.srv.target("server"), a.pid)?],
         Some(_) => with_peer(&a)?,
     };
     let js = serde_json::to_string_pretty(&outcomes)?;

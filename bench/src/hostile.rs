@@ -354,7 +354,7 @@ impl Hostile {
                 .filter(|s| {
                     let _ = s.set_nonblocking(true);
                     let mut b = [0u8; 1];
-                    let r = match (&**s).peek(&mut b) {
+                    let r = match s.peek(&mut b) {
                         Ok(n) => n > 0,
                         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
                     };

@@ -10,6 +10,8 @@
 #   - an idle connection is closed after --idle-timeout-secs, a record trickling past
 #     --record-deadline-secs is closed, the 65th connection from one address is refused
 #     while another address still connects; the counters show on /metrics
+#   - content is fetched on first READ (no prefetch): READs are parked on their fetch, and
+#     the 110 MiB file reads back whole
 #   - with root and nfs-ganesha installed: `hostile --peer ganesha`, both side by side
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
@@ -21,7 +23,10 @@ IDLE=15
 DEADLINE=15
 
 e2e_repos_locked
-e2e_up "$E2E_TMP/data" --nodes 2 --shards 1 --idle-timeout-secs "$IDLE" --record-deadline-secs "$DEADLINE"
+# No prefetch: content comes on first READ, so the stuck readers' READs are parked on
+# their fetch (deferred) rather than answered from the nodes.
+e2e_up "$E2E_TMP/data" --nodes 2 --shards 1 --idle-timeout-secs "$IDLE" --record-deadline-secs "$DEADLINE" \
+    --prefetch-workers 0
 echo "NFS $E2E_SERVER, HTTP $E2E_ROUTER, pid $E2E_UP_PID"
 "$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --router "$E2E_ROUTER" </dev/null 2>&1 | tail -n 1
 e2e_check "content ingested" "$MONOFS_BIN" stat /local/content/big/big.bin >/dev/null
@@ -117,6 +122,12 @@ e2e_check "/metrics counts idle closes" test "$(metric 'monofs_router_nfs_conns_
 e2e_check "/metrics counts slow-record closes" test "$(metric 'monofs_router_nfs_conns_closed_total{reason="slow_record"}')" -ge 1
 e2e_check "/metrics counts per-client refusals" test "$(metric 'monofs_router_nfs_conns_refused_total{cap="client"}')" -ge 1
 e2e_check "/metrics counts paused connections" test "$(metric 'monofs_router_nfs_conns_paused_total')" -ge 1
+e2e_check "/metrics counts READs parked on their fetch" test "$(metric 'monofs_router_nfs_calls_deferred_total')" -ge 1
+
+e2e_step "a lazily fetched file reads back whole through parked READs"
+want=$(git -C "$MONOFS_TEST_REPOS/content" show HEAD:big/big.bin | sha256sum)
+got=$(timeout 300 "$MONOFS_BIN" cat /local/content/big/big.bin | sha256sum)
+e2e_check "big/big.bin over NFS matches the repository" test "$got" = "$want"
 
 e2e_step "beside nfs-ganesha (same tree, same run)"
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && [ -x /usr/bin/ganesha.nfsd ] && [ -x /usr/sbin/rpcbind ]; then

@@ -6,6 +6,7 @@ mod compare;
 mod engine;
 mod env;
 mod hist;
+mod hostile;
 mod ingest;
 mod load;
 mod report;
@@ -32,6 +33,9 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// Time to first listing and to fully fetched of a generated repository, beside git clone.
     Ingest(ingest::IngestArgs),
+    /// Does one client hurt another? A victim's GETATTR rate and p99 beside stuck readers,
+    /// idle connections and half-sent records, and the server's RSS growth.
+    Hostile(hostile::HostileArgs),
     /// Node engine GET/PUT at queue depths 1..256 beside fio (io_uring, O_DIRECT) on the same disk.
     Engine(engine::EngineArgs),
 }
@@ -71,20 +75,39 @@ impl LoadArgs {
     }
 }
 
-#[derive(Args)]
-struct NfsArgs {
-    /// NFS server host:port (`raw` = the built-in raw-TCP peer, seq1m/read4k only).
+/// Which server an independent-client tool talks to.
+#[derive(Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// NFS server host:port (`nfs` also takes `raw`: the built-in raw-TCP peer, seq1m/read4k only).
     #[arg(long, default_value = "127.0.0.1:20490")]
-    server: String,
+    pub server: String,
     /// MOUNT server host:port (default: the NFS port, as MonoFS serves both on one).
     #[arg(long)]
-    mount_server: Option<String>,
+    pub mount_server: Option<String>,
     /// Export path to MOUNT.
     #[arg(long, default_value = "/")]
-    export: String,
+    pub export: String,
     /// Path below the export to run in (e.g. local/content).
     #[arg(long, default_value = "")]
-    root: String,
+    pub root: String,
+}
+
+impl ServerArgs {
+    pub fn target(&self, name: &str) -> load::Target {
+        load::Target {
+            name: name.into(),
+            addr: self.server.clone(),
+            mount_addr: self.mount_server.clone().unwrap_or_else(|| self.server.clone()),
+            export: self.export.clone(),
+            root: self.root.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct NfsArgs {
+    #[command(flatten)]
+    srv: ServerArgs,
     /// Workloads, comma separated: getattr,lookup,readdirplus,read4k,seq1m,build or all.
     #[arg(long, default_value = "all")]
     workloads: String,
@@ -127,19 +150,13 @@ fn nfs(a: NfsArgs) -> Result<()> {
     let kinds = parse_workloads(&a.workloads)?;
     let o = a.load.opts();
     let _sink;
-    let (target, tree) = if a.server == "raw" {
+    let (target, tree) = if a.srv.server == "raw" {
         let s = load::Sink::start()?;
         let t = load::Target { name: "raw-tcp".into(), addr: s.addr.clone(), mount_addr: s.addr.clone(), export: "/".into(), root: String::new() };
         _sink = s;
         (t, load::Tree::synthetic(1 << 30))
     } else {
-        let t = load::Target {
-            name: a.server.clone(),
-            addr: a.server.clone(),
-            mount_addr: a.mount_server.clone().unwrap_or_else(|| a.server.clone()),
-            export: a.export.clone(),
-            root: a.root.clone(),
-        };
+        let t = a.srv.target(&a.srv.server);
         let tree = load::Tree::discover(&t, load::MAX_TREE_ENTRIES)?;
         eprintln!("bench: {}: {}", t.name, tree.summary());
         (t, tree)
@@ -165,6 +182,7 @@ fn main() {
         Cmd::Compare(a) => compare::main(a),
         Cmd::Ingest(a) => ingest::main(a),
         Cmd::Engine(a) => engine::main(a),
+        Cmd::Hostile(a) => hostile::main(a),
     };
     if let Err(e) = r {
         eprintln!("monofs-bench: {e:#}");

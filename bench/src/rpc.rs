@@ -299,9 +299,14 @@ pub struct SyncClient {
 impl SyncClient {
     pub fn connect(addr: &str) -> Result<SyncClient> {
         let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        SyncClient::from_stream(s, Duration::from_secs(60))
+    }
+
+    /// A client on a connected stream; a call gives up after `timeout` without progress.
+    pub fn from_stream(s: TcpStream, timeout: Duration) -> Result<SyncClient> {
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        s.set_write_timeout(Some(Duration::from_secs(60)))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
         Ok(SyncClient { s, xid: 0x1000, buf: Vec::new() })
     }
 

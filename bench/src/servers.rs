@@ -68,6 +68,10 @@ impl MonoFs {
         Ok(MonoFs { _proc: proc_, nfs_port: p[0], http_port: p[1] })
     }
 
+    pub fn pid(&self) -> u32 {
+        self._proc.child.id()
+    }
+
     pub fn router(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
@@ -178,6 +182,10 @@ LOG {{
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(Ganesha { _ganesha: proc_, _rpcbind: rpcb, nfs_port, mnt_port, export })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self._ganesha.child.id()
     }
 
     pub fn target(&self) -> Target {

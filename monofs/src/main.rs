@@ -94,6 +94,8 @@ struct RouterArgs {
     #[arg(long)]
     refresh_interval: Option<u64>,
     #[command(flatten)]
+    clients: ClientLimits,
+    #[command(flatten)]
     key: KeyArg,
     #[command(flatten)]
     exports: ExportsArg,
@@ -166,6 +168,33 @@ impl ExportsArg {
         match &self.exports {
             None => Ok(monofs_nfs::Exports::default()),
             Some(path) => Ok(monofs_nfs::Exports::load(path)?),
+        }
+    }
+}
+
+/// NFS client connection limits shared by `monofs router` and `monofs up`.
+#[derive(clap::Args)]
+pub struct ClientLimits {
+    /// Close an NFS connection with no call in flight after this many seconds
+    /// without a call.
+    #[arg(long, default_value_t = monofs_nfs::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout_secs: u64,
+    /// NFS connections one client address may hold at once.
+    #[arg(long, default_value_t = monofs_nfs::DEFAULT_MAX_CONNS_PER_CLIENT)]
+    max_conns_per_client: usize,
+    /// Close an NFS connection whose RPC record, once started, has not arrived
+    /// whole after this many seconds.
+    #[arg(long, default_value_t = monofs_nfs::DEFAULT_RECORD_DEADLINE.as_secs())]
+    record_deadline_secs: u64,
+}
+
+impl ClientLimits {
+    pub fn limits(&self) -> monofs_nfs::Limits {
+        monofs_nfs::Limits {
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            max_conns_per_client: self.max_conns_per_client,
+            record_deadline: std::time::Duration::from_secs(self.record_deadline_secs),
+            ..monofs_nfs::Limits::default()
         }
     }
 }
@@ -250,6 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 replication: a.replication_factor,
                 fetchers: split_list(&a.fetchers),
                 refresh_interval: a.refresh_interval.map(std::time::Duration::from_secs),
+                nfs_limits: a.clients.limits(),
                 cluster_key: a.key.load()?,
                 exports: a.exports.load()?,
             })?;

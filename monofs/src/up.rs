@@ -68,6 +68,8 @@ pub struct UpArgs {
     fetcher: crate::FetcherTuning,
     #[command(flatten)]
     exports: crate::ExportsArg,
+    #[command(flatten)]
+    clients: crate::ClientLimits,
     /// Exit after the ingests instead of serving (for scripts).
     #[arg(long)]
     exit_after_ingest: bool,
@@ -133,6 +135,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         replication: a.replication_factor,
         fetchers: vec![fetcher.local_addr().to_string()],
         refresh_interval: a.refresh_interval.map(Duration::from_secs),
+        nfs_limits: a.clients.limits(),
         cluster_key,
         exports,
     })

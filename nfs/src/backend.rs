@@ -2,7 +2,16 @@
 //! everything on the wire (sizes, cookies verifiers, post-op attributes); the backend
 //! only answers questions about handles.
 
+use crate::ticket::Ticket;
 use crate::types::*;
+
+/// What `Backend::read_or_wait` found.
+pub enum ReadOutcome {
+    /// The bytes read and whether the end of file was reached, as `Backend::read`.
+    Ready(Vec<u8>, bool),
+    /// The content is on its way; ask again once the ticket completes.
+    Wait(Ticket),
+}
 
 pub trait Backend: Send + Sync + 'static {
     /// MNT: the root handle for an export path as sent by the client ("/" etc.).
@@ -14,6 +23,15 @@ pub trait Backend: Send + Sync + 'static {
     fn lookup(&self, dir: &[u8], name: &[u8]) -> Result<(Fh, Fattr), Status>;
     /// Up to `count` bytes at `offset`, and whether the end of file was reached.
     fn read(&self, fh: &[u8], offset: u64, count: u32) -> Result<(Vec<u8>, bool), Status>;
+    /// READ that may answer "not yet": `Wait(ticket)` when the content must first be
+    /// brought from elsewhere. The server then parks the call without holding a worker
+    /// and runs it again when the ticket completes; a ticket that completes with an error
+    /// answers the READ with that error, and a call still waiting after
+    /// `DEFERRED_CALL_DEADLINE` gets NFS3ERR_JUKEBOX (the client retries later). The
+    /// default never waits: it is `read`.
+    fn read_or_wait(&self, fh: &[u8], offset: u64, count: u32) -> Result<ReadOutcome, Status> {
+        self.read(fh, offset, count).map(|(data, eof)| ReadOutcome::Ready(data, eof))
+    }
     fn readlink(&self, fh: &[u8]) -> Result<Vec<u8>, Status>;
     /// Up to `max` entries whose cookie is greater than `cookie` (0 = from the start), in
     /// cookie order.

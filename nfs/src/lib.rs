@@ -8,6 +8,7 @@
 //! the export rules (`exports`: who may call, as whom; `permission`: mode bits) decide.
 
 mod backend;
+mod defer;
 mod dispatch;
 mod exports;
 mod limits;
@@ -15,12 +16,15 @@ mod mount_proc;
 mod mount_xdr;
 mod nfs3_proc;
 mod nfs3_xdr;
+mod nofile;
 mod permission;
 mod portmap_proc;
 mod portmap_xdr;
 mod record;
 mod rpc;
 mod server;
+mod stats;
+mod ticket;
 mod types;
 mod udp;
 pub mod xdr;
@@ -32,13 +36,16 @@ use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-pub use backend::Backend;
+pub use backend::{Backend, ReadOutcome};
 pub use exports::{
     ClientOptions, ClientRule, ClientSpec, Exports, ExportsError, Squash, DEFAULT_ANON_ID, DEFAULT_EXPORTS,
     EXPORTS_MAX_BYTES, EXPORTS_MAX_CLIENTS, EXPORTS_MAX_LINES, PRIVILEGED_PORT_END,
 };
 pub use limits::*;
+pub use nofile::raise_nofile_limit;
 pub use portmap_proc::Ports;
+pub use stats::ServerStats;
+pub use ticket::Ticket;
 pub use types::*;
 
 /// Serves NFSv3 (100003 v3), MOUNT v3 (100005 v3) and PORTMAP v2 (100000) on `listener`
@@ -51,22 +58,24 @@ pub fn serve_tcp(
     ports: Ports,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
-    serve_tcp_exported(listener, backend, Arc::new(Exports::default()), limits, ports, shutdown)
+    serve_tcp_exported(listener, backend, Arc::new(Exports::default()), limits, ports, Arc::default(), shutdown)
 }
 
-/// [`serve_tcp`] under `exports`: NFS and MOUNT calls are admitted, refused and given an
-/// identity per caller address and credential (docs/exports.md).
+/// [`serve_tcp`] under `exports` (NFS and MOUNT calls are admitted, refused and given an
+/// identity per caller address and credential, docs/exports.md), counting connections,
+/// refusals, closes and queued bytes in `stats`.
 pub fn serve_tcp_exported(
     listener: TcpListener,
     backend: Arc<dyn Backend>,
     exports: Arc<Exports>,
     limits: Limits,
     ports: Ports,
+    stats: Arc<ServerStats>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let backend = dispatch::Exported { fs: backend, exports };
     let svc = dispatch::Services { backend: Some(backend), limits: limits.sanitized(), ports };
-    server::serve_tcp(listener, svc, shutdown)
+    server::serve_tcp(listener, svc, stats, shutdown)
 }
 
 /// PORTMAP v2 over UDP (rpcbind v3/v4 get PROG_MISMATCH 2..2), for a portmapper on port

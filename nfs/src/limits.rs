@@ -42,15 +42,41 @@ pub const READDIR_BACKEND_PAGE: usize = 512;
 /// Calls waiting for a worker, per worker, before readers block (backpressure).
 pub const WORK_QUEUE_PER_WORKER: usize = 8;
 
-/// How often a non-blocking accept loop looks at the shutdown flag.
+/// How often the accept loop, waiting for connections, looks at the shutdown flag.
 pub const ACCEPT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Read timeout on sockets, so blocked readers notice the shutdown flag.
 pub const READ_POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// A reply write blocked this long (client not reading) closes the connection, so one
-/// stuck client cannot hold workers.
-pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection whose peer has not taken one byte of its queued replies for this long is
+/// closed (the peer stopped reading); only that connection's writer ever waits on it.
+pub const REPLY_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Socket send timeout of a connection's writer: how often it looks at the stall clock.
+pub const WRITE_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Unsent reply bytes one connection may have queued: at or above it the connection is not
+/// read and its calls not run until the queue drains below (its own requests wait, nobody
+/// else's). Workers already running a call of the connection may add one reply each.
+pub const MAX_QUEUED_REPLY_BYTES: usize = 4 * 1024 * 1024;
+/// Default for `Limits::idle_timeout` (knfsd's 6 minutes).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(6 * 60);
+/// Default for `Limits::record_deadline`: once its first byte arrived, a record must be
+/// complete within this time.
+pub const DEFAULT_RECORD_DEADLINE: Duration = Duration::from_secs(30);
+/// Default for `Limits::max_conns_per_client`: connections from one IP address at once.
+pub const DEFAULT_MAX_CONNS_PER_CLIENT: usize = 64;
+/// Stack of a connection's reader and writer threads. They only frame records and copy
+/// bytes (no backend calls, no recursion), so 2 × max_conns threads stay cheap.
+pub const CONN_THREAD_STACK: usize = 128 * 1024;
+/// Longest a call the backend deferred (a READ of content still being fetched) stays
+/// parked without a worker; then it is answered with what it got last (NFS3ERR_JUKEBOX).
+pub const DEFERRED_CALL_DEADLINE: Duration = Duration::from_secs(20);
+/// Smallest descriptor soft limit the server wants: two per connection (socket and the
+/// headroom for backend connections) at the default connection cap.
+pub const WANTED_NOFILE: u64 = 8192;
 /// Largest PORTMAP datagram we read or answer (calls are a few dozen bytes).
 pub const UDP_MAX_DATAGRAM: usize = 8800;
+
+/// Shortest idle timeout or record deadline accepted: below the read poll interval the
+/// clocks could not be honoured anyway.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Tunable limits of one server.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +91,12 @@ pub struct Limits {
     pub max_io: u32,
     /// Worker threads.
     pub workers: usize,
+    /// A connection with nothing in flight that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A record must arrive whole within this time of its first byte.
+    pub record_deadline: Duration,
+    /// Connections from one client IP address at once; more are closed when accepted.
+    pub max_conns_per_client: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +107,9 @@ impl Default for Limits {
             max_conns: DEFAULT_MAX_CONNS,
             max_io: DEFAULT_MAX_IO,
             workers: DEFAULT_WORKERS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            record_deadline: DEFAULT_RECORD_DEADLINE,
+            max_conns_per_client: DEFAULT_MAX_CONNS_PER_CLIENT,
         }
     }
 }
@@ -88,6 +123,9 @@ impl Limits {
             max_conns: self.max_conns.max(1),
             max_io: self.max_io.clamp(IO_MULTIPLE, MAX_IO_CEILING),
             workers: self.workers.max(1),
+            idle_timeout: self.idle_timeout.max(MIN_TIMEOUT),
+            record_deadline: self.record_deadline.max(MIN_TIMEOUT),
+            max_conns_per_client: self.max_conns_per_client.max(1),
         }
     }
 }

@@ -41,9 +41,13 @@ pub fn read_record<R: Read>(r: &mut R, max: usize) -> io::Result<RecordRead> {
             Some(t) if t <= max => t,
             _ => return Ok(RecordRead::TooLarge),
         };
-        let start = record.len();
-        record.resize(total, 0);
-        r.read_exact(&mut record[start..])?;
+        // Grow with what arrives (read_to_end doubles from a small probe), never to the
+        // announced length: a peer announcing 1 MiB and sending 4 bytes costs 4 bytes.
+        let got = r.by_ref().take(len as u64).read_to_end(&mut record)?;
+        if record.len() != total {
+            debug_assert!(got < len);
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         if word & LAST_FRAGMENT != 0 {
             return Ok(RecordRead::Record(record));
         }
@@ -114,5 +118,37 @@ mod tests {
         let s = frag(true, b"abcdef");
         assert!(read_record(&mut &s[..5], 100).is_err());
         assert!(read_record(&mut &s[..2], 100).is_err());
+    }
+
+    /// Hands out `data`, then fails like a socket whose peer went quiet; remembers the
+    /// largest buffer it was offered.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        largest_buf: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.largest_buf = self.largest_buf.max(buf.len());
+            if self.data.is_empty() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            let n = buf.len().min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn huge_announced_fragment_allocates_nothing_up_front() {
+        // Announces 1 GiB (within the limit), delivers 4 bytes.
+        let mut s = (LAST_FRAGMENT | (1 << 30)).to_be_bytes().to_vec();
+        s.extend_from_slice(b"abcd");
+        let mut r = Trickle { data: &s, largest_buf: 0 };
+        let e = read_record(&mut r, 2 << 30).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        // The buffers offered to the stream stay at the size of a small probe.
+        assert!(r.largest_buf <= 64, "offered a {}-byte buffer for 4 bytes", r.largest_buf);
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use monofs_net::dir::{self, Entry, MODE_EXEC, MODE_FILE, MODE_SUBMODULE, MODE_SYMLINK, MODE_TREE};
 use monofs_net::{keys, CHUNK_SIZE};
-use monofs_nfs::{Backend, DirEntry, DirPage, Fattr, Fh, FsStat, Ftype, MountStatus, Status, Time};
+use monofs_nfs::{
+    Backend, DirEntry, DirPage, Fattr, Fh, FsStat, Ftype, MountStatus, ReadOutcome, Status, Ticket, Time,
+};
 
 use crate::handle::{child_path, Handle, ObjHandle, ObjKind, ROOT_PATH};
 use crate::metrics::Metrics;
@@ -25,6 +27,27 @@ pub const BLOCK: u64 = 64 << 10;
 const _: () = assert!((CHUNK_SIZE as u64).is_multiple_of(BLOCK), "blocks tile chunks");
 /// Longest READ served (FSINFO says 1 MiB; a client asking more gets 1 MiB).
 pub const MAX_READ: u32 = 1 << 20;
+
+/// Why content could not be read now.
+enum Pending {
+    Failed(Status),
+    /// A chunk is being fetched; read again when the ticket completes.
+    Fetching(Ticket),
+}
+
+impl From<Status> for Pending {
+    fn from(s: Status) -> Pending {
+        Pending::Failed(s)
+    }
+}
+
+/// For callers that block on fetches (`wait`), which never see `Fetching`.
+fn waited<T>(r: Result<T, Pending>) -> Result<T, Status> {
+    r.map_err(|p| match p {
+        Pending::Failed(s) => s,
+        Pending::Fetching(_) => Status::Jukebox,
+    })
+}
 
 fn time(secs: i64) -> Time {
     Time {
@@ -198,7 +221,8 @@ impl Router {
     /// `repo`, through the router's block cache: what is not cached is read from
     /// the owners a run of whole blocks at a time (so a small READ also brings
     /// the rest of its block, as read-ahead), and chunks no node has yet are
-    /// brought by a fetcher first.
+    /// brought by a fetcher first: waiting for it if `wait`, else answering
+    /// `Pending::Fetching` at once.
     fn read_blob(
         &self,
         repo: u64,
@@ -206,7 +230,8 @@ impl Router {
         size: u64,
         offset: u64,
         count: u32,
-    ) -> Result<Vec<u8>, Status> {
+        wait: bool,
+    ) -> Result<Vec<u8>, Pending> {
         let end = offset.saturating_add(count as u64).min(size);
         if offset >= end {
             return Ok(Vec::new());
@@ -231,7 +256,7 @@ impl Router {
             }
             let from = b * BLOCK;
             let to = ((run_end + 1) * BLOCK).min(size);
-            let data = self.read_range(repo, oid, size, from, (to - from) as u32)?;
+            let data = self.read_range(repo, oid, size, from, (to - from) as u32, wait)?;
             for (k, piece) in data.chunks(BLOCK as usize).enumerate() {
                 let block = Arc::new(piece.to_vec());
                 let idx = b + k as u64;
@@ -263,7 +288,8 @@ impl Router {
         size: u64,
         from: u64,
         len: u32,
-    ) -> Result<Vec<u8>, Status> {
+        wait: bool,
+    ) -> Result<Vec<u8>, Pending> {
         let chunk = from / CHUNK_SIZE as u64;
         let in_chunk = from % CHUNK_SIZE as u64;
         assert!(
@@ -277,24 +303,50 @@ impl Router {
                 Ok(Some(d)) => break d,
                 Ok(None) if !fetched => {
                     Metrics::inc(&self.metrics.lazy_fetches);
+                    if !wait {
+                        let ticket = self.chunk_ticket(repo, oid, size, chunk as u32)?;
+                        return Err(Pending::Fetching(ticket));
+                    }
                     self.bring_chunk(repo, oid, size, chunk as u32)?;
                     fetched = true;
                 }
                 Ok(None) => {
                     tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, "blob chunk missing after its fetch");
-                    return Err(Status::Io);
+                    return Err(Status::Io.into());
                 }
                 Err(e) => {
                     tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, error = %e, "blob chunk unavailable");
-                    return Err(Status::Io);
+                    return Err(Status::Io.into());
                 }
             }
         };
         if data.len() != len as usize {
             tracing::error!(blob = %monofs_net::oid_hex(oid), chunk, got = data.len(), want = len, "short blob chunk");
-            return Err(Status::Io);
+            return Err(Status::Io.into());
         }
         Ok(data)
+    }
+
+    /// READ of a file handle; `wait` blocks on fetches, else they come back as tickets.
+    fn read_file(&self, fh: &[u8], offset: u64, count: u32, wait: bool) -> Result<ReadOutcome, Status> {
+        Metrics::inc(&self.metrics.read);
+        let r = self.decode(fh).and_then(|h| match h {
+            Handle::Obj(o) if o.kind == ObjKind::File => {
+                let data = match self.read_blob(o.repo, &o.oid, o.size, offset, count.min(MAX_READ), wait) {
+                    Ok(data) => data,
+                    Err(Pending::Fetching(t)) => return Ok(ReadOutcome::Wait(t)),
+                    Err(Pending::Failed(s)) => return Err(s),
+                };
+                self.metrics
+                    .read_bytes
+                    .fetch_add(data.len() as u64, Relaxed);
+                let eof = offset.saturating_add(data.len() as u64) >= o.size;
+                Ok(ReadOutcome::Ready(data, eof))
+            }
+            Handle::Obj(o) if o.kind == ObjKind::Symlink => Err(Status::Inval),
+            _ => Err(Status::IsDir),
+        });
+        self.count_error(r)
     }
 
     fn lookup_in(&self, dir: &Handle, name: &[u8]) -> Result<Handle, Status> {
@@ -383,20 +435,16 @@ impl Backend for Router {
     }
 
     fn read(&self, fh: &[u8], offset: u64, count: u32) -> Result<(Vec<u8>, bool), Status> {
-        Metrics::inc(&self.metrics.read);
-        let r = self.decode(fh).and_then(|h| match h {
-            Handle::Obj(o) if o.kind == ObjKind::File => {
-                let data = self.read_blob(o.repo, &o.oid, o.size, offset, count.min(MAX_READ))?;
-                self.metrics
-                    .read_bytes
-                    .fetch_add(data.len() as u64, Relaxed);
-                let eof = offset.saturating_add(data.len() as u64) >= o.size;
-                Ok((data, eof))
-            }
-            Handle::Obj(o) if o.kind == ObjKind::Symlink => Err(Status::Inval),
-            _ => Err(Status::IsDir),
-        });
-        self.count_error(r)
+        match self.read_file(fh, offset, count, true) {
+            Ok(ReadOutcome::Ready(data, eof)) => Ok((data, eof)),
+            Ok(ReadOutcome::Wait(_)) => Err(Status::Jukebox),
+            Err(s) => Err(s),
+        }
+    }
+
+    /// NFS READs park on the fetch instead of holding a worker.
+    fn read_or_wait(&self, fh: &[u8], offset: u64, count: u32) -> Result<ReadOutcome, Status> {
+        self.read_file(fh, offset, count, false)
     }
 
     fn readlink(&self, fh: &[u8]) -> Result<Vec<u8>, Status> {
@@ -406,7 +454,7 @@ impl Backend for Router {
                 if o.size > MAX_SYMLINK {
                     return Err(Status::NameTooLong);
                 }
-                self.read_blob(o.repo, &o.oid, o.size, 0, o.size as u32)
+                waited(self.read_blob(o.repo, &o.oid, o.size, 0, o.size as u32, true))
             }
             _ => Err(Status::Inval),
         });

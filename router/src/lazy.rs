@@ -1,19 +1,20 @@
 //! File content on demand: a READ of a blob chunk no node has yet asks a
 //! fetcher to bring it (and a few chunks after it), then reads again.
 //!
-//! Concurrent READs of the same chunks share one fetch. A READ waits at most
-//! `FETCH_WAIT`; past that it answers NFS3ERR_JUKEBOX, which tells the client to
-//! retry a little later while the fetch goes on, so a slow remote never holds
-//! the NFS worker threads.
+//! Concurrent READs of the same chunks share one fetch, a `Ticket`. READs from
+//! NFS clients never wait in a worker: the backend hands the ticket to the NFS
+//! server, which parks the call until the fetch is done (or answers
+//! NFS3ERR_JUKEBOX at its deadline, telling the client to retry while the fetch
+//! goes on). Other callers block on the ticket for at most `FETCH_WAIT`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use monofs_net::proto::{FetchBlobRequest, Request, Response, SourceKind};
 use monofs_net::{keys, Oid};
-use monofs_nfs::Status;
+use monofs_nfs::{Status, Ticket};
 
 use crate::ingest::with_fetcher;
 use crate::Router;
@@ -27,15 +28,11 @@ pub const MAX_FETCHES: usize = 32;
 /// Longest one FETCH_BLOB may take at the fetcher (a cold fetch of a big remote).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-#[derive(Default)]
-pub struct Flight {
-    result: Mutex<Option<Result<(), String>>>,
-    done: Condvar,
-}
-
+/// Fetches in flight, by (blob, first chunk); each is a ticket every READ of those
+/// chunks shares, whether it blocks on it or is parked on it by the NFS server.
 #[derive(Default)]
 pub struct Flights {
-    map: Mutex<HashMap<(Oid, u32), Arc<Flight>>>,
+    map: Mutex<HashMap<(Oid, u32), Ticket>>,
     running: AtomicUsize,
 }
 
@@ -49,14 +46,17 @@ pub fn source_kind(url: &str) -> SourceKind {
 }
 
 impl Router {
-    /// Bring chunk `chunk` (and the ones after it) of blob `oid` onto its owners.
-    pub(crate) fn bring_chunk(
-        &self,
-        repo: u64,
-        oid: &Oid,
-        size: u64,
-        chunk: u32,
-    ) -> Result<(), Status> {
+    /// Bring chunk `chunk` (and the ones after it) of blob `oid` onto its owners,
+    /// blocking up to `FETCH_WAIT`.
+    pub(crate) fn bring_chunk(&self, repo: u64, oid: &Oid, size: u64, chunk: u32) -> Result<(), Status> {
+        let ticket = self.chunk_ticket(repo, oid, size, chunk)?;
+        ticket.wait_timeout(FETCH_WAIT).unwrap_or(Err(Status::Jukebox))
+    }
+
+    /// The fetch bringing chunk `chunk` (and the ones after it) of blob `oid`:
+    /// the one in flight, or a new one. Completes with `Err(Status::Io)` if the
+    /// fetch failed.
+    pub(crate) fn chunk_ticket(&self, repo: u64, oid: &Oid, size: u64, chunk: u32) -> Result<Ticket, Status> {
         let ns = self.namespace()?;
         let url = ns
             .dirs
@@ -67,63 +67,47 @@ impl Router {
         let total = keys::chunk_count(size).min(u32::MAX as u64) as u32;
         let chunks = READAHEAD_CHUNKS.min(total.saturating_sub(chunk)).max(1);
         let key = (*oid, chunk);
-        let (flight, leader) = {
+        let ticket = {
             let mut map = self.flights.map.lock().unwrap();
-            match map.get(&key) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    if self.flights.running.load(Ordering::SeqCst) >= MAX_FETCHES {
-                        return Err(Status::Jukebox);
-                    }
-                    let f = Arc::new(Flight::default());
-                    map.insert(key, f.clone());
-                    (f, true)
-                }
+            if let Some(t) = map.get(&key) {
+                return Ok(t.clone());
             }
-        };
-        if leader {
+            if self.flights.running.load(Ordering::SeqCst) >= MAX_FETCHES {
+                return Err(Status::Jukebox);
+            }
+            let t = Ticket::new();
+            map.insert(key, t.clone());
             self.flights.running.fetch_add(1, Ordering::SeqCst);
-            let (flights, f, fetchers) =
-                (self.flights.clone(), flight.clone(), self.fetchers.clone());
-            let req = Request::FetchBlob(FetchBlobRequest {
-                kind: source_kind(&url),
-                url,
-                oid: *oid,
-                size,
-                first_chunk: chunk,
-                chunks,
-                replication: self.cluster.replication() as u16,
-                nodes: self.cluster.nodes().to_vec(),
-            });
-            let spawned = std::thread::Builder::new().name("fetch-blob".into()).spawn(move || {
-                let r = fetch_blob(&fetchers, &req);
-                if let Err(e) = &r {
-                    tracing::error!(blob = %monofs_net::oid_hex(&key.0), chunk = key.1, error = %e, "fetch failed");
-                }
-                *f.result.lock().unwrap() = Some(r);
-                f.done.notify_all();
-                flights.map.lock().unwrap().remove(&key);
-                flights.running.fetch_sub(1, Ordering::SeqCst);
-            });
-            if spawned.is_err() {
-                self.flights.map.lock().unwrap().remove(&key);
-                self.flights.running.fetch_sub(1, Ordering::SeqCst);
-                return Err(Status::Jukebox);
+            t
+        };
+        let (flights, t, fetchers) = (self.flights.clone(), ticket.clone(), self.fetchers.clone());
+        let req = Request::FetchBlob(FetchBlobRequest {
+            kind: source_kind(&url),
+            url,
+            oid: *oid,
+            size,
+            first_chunk: chunk,
+            chunks,
+            replication: self.cluster.replication() as u16,
+            nodes: self.cluster.nodes().to_vec(),
+        });
+        let spawned = std::thread::Builder::new().name("fetch-blob".into()).spawn(move || {
+            let r = fetch_blob(&fetchers, &req);
+            if let Err(e) = &r {
+                tracing::error!(blob = %monofs_net::oid_hex(&key.0), chunk = key.1, error = %e, "fetch failed");
             }
+            // Out of the map first: a READ woken by the ticket that finds the chunk
+            // still missing must start a new fetch, not rejoin this one.
+            flights.map.lock().unwrap().remove(&key);
+            flights.running.fetch_sub(1, Ordering::SeqCst);
+            t.complete(r.map_err(|_| Status::Io));
+        });
+        if spawned.is_err() {
+            self.flights.map.lock().unwrap().remove(&key);
+            self.flights.running.fetch_sub(1, Ordering::SeqCst);
+            return Err(Status::Jukebox);
         }
-        let deadline = Instant::now() + FETCH_WAIT;
-        let mut r = flight.result.lock().unwrap();
-        while r.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Status::Jukebox);
-            }
-            r = flight.done.wait_timeout(r, left).unwrap().0;
-        }
-        match r.as_ref().unwrap() {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Status::Io),
-        }
+        Ok(ticket)
     }
 }
 

@@ -50,6 +50,8 @@ pub struct RouterConfig {
     pub fetchers: Vec<String>,
     /// Refresh every Git repository this often (run it on one router only).
     pub refresh_interval: Option<Duration>,
+    /// Limits of the NFS server (connections, timeouts).
+    pub nfs_limits: monofs_nfs::Limits,
     /// The cluster's shared secret (node and fetcher traffic, file handle MACs).
     pub cluster_key: monofs_net::key::ClusterKey,
     /// Which NFS clients may mount and call, and as whom (docs/exports.md);
@@ -176,6 +178,23 @@ impl RouterHandle {
     }
 }
 
+/// Every NFS connection is a descriptor: a low soft limit would refuse clients
+/// long before the server's connection caps do.
+fn raise_nofile() {
+    match monofs_nfs::raise_nofile_limit(monofs_nfs::WANTED_NOFILE) {
+        Ok((before, after)) if after > before => {
+            tracing::info!(before, after, "raised the open-file soft limit for NFS connections")
+        }
+        Ok((before, _)) if before < monofs_nfs::WANTED_NOFILE => tracing::warn!(
+            limit = before,
+            wanted = monofs_nfs::WANTED_NOFILE,
+            "open-file limit is low and the hard limit forbids raising it"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}
+
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers));
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -188,17 +207,21 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
         portmap: cfg.portmap_port.unwrap_or(nfs_addr.port()),
         portmap_udp: cfg.portmap_port.is_some(),
     };
+    raise_nofile();
     let mut threads = Vec::new();
     let backend: Arc<dyn monofs_nfs::Backend> = router.clone();
     let exports = Arc::new(cfg.exports);
+    let limits = cfg.nfs_limits;
     {
         let (b, x, s) = (backend.clone(), exports.clone(), shutdown.clone());
+        let stats = router.metrics.nfs.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("nfs-accept".into())
                 .spawn(move || {
-                    let limits = monofs_nfs::Limits::default();
-                    if let Err(e) = monofs_nfs::serve_tcp_exported(nfs, b, x, limits, ports, s) {
+                    if let Err(e) =
+                        monofs_nfs::serve_tcp_exported(nfs, b, x, limits, ports, stats, s)
+                    {
                         tracing::error!(error = %e, "NFS server stopped");
                     }
                 })?,
@@ -214,12 +237,15 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
         let udp =
             UdpSocket::bind(addr).with_context(|| format!("cannot bind PORTMAP UDP on {addr}"))?;
         let (b, x, s) = (backend.clone(), exports.clone(), shutdown.clone());
+        // Connections to the portmapper port count with those to the NFS port.
+        let stats = router.metrics.nfs.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("portmap-tcp".into())
                 .spawn(move || {
-                    let limits = monofs_nfs::Limits::default();
-                    if let Err(e) = monofs_nfs::serve_tcp_exported(tcp, b, x, limits, ports, s) {
+                    if let Err(e) =
+                        monofs_nfs::serve_tcp_exported(tcp, b, x, limits, ports, stats, s)
+                    {
                         tracing::error!(error = %e, "PORTMAP TCP server stopped");
                     }
                 })?,

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -19,6 +20,8 @@ pub struct Metrics {
     pub block_cache_misses: AtomicU64,
     pub ingests_ok: AtomicU64,
     pub ingests_failed: AtomicU64,
+    /// The NFS server's connection counters.
+    pub nfs: Arc<monofs_nfs::ServerStats>,
 }
 
 impl Metrics {
@@ -140,6 +143,22 @@ impl Metrics {
             let node = node.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
             let _ = writeln!(s, "monofs_node_damaged_records{{node=\"{node}\"}} {n}");
         }
+        self.render_nfs(&mut s);
         s
+    }
+
+    /// The NFS connection counters, as `monofs_router_nfs_*`; labelled series of
+    /// one family share their HELP and TYPE lines.
+    fn render_nfs(&self, s: &mut String) {
+        let mut last_family = "";
+        for (name, help, gauge, v) in self.nfs.snapshot() {
+            let family = name.split('{').next().unwrap_or(name);
+            if family != last_family {
+                let kind = if gauge { "gauge" } else { "counter" };
+                let _ = writeln!(s, "# HELP monofs_router_nfs_{family} {help}\n# TYPE monofs_router_nfs_{family} {kind}");
+                last_family = family;
+            }
+            let _ = writeln!(s, "monofs_router_nfs_{name} {v}");
+        }
     }
 }

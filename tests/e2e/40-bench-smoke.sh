@@ -16,6 +16,7 @@ BENCH="$MONOFS_ROOT/target/release/monofs-bench"
 export MONOFS_BENCH_NO_BUILD=1
 
 # own check helpers: this script depends only on the stable parts of common.sh
+# (e2e_json_check among them)
 BENCH_PASSED=0 BENCH_FAILED=0
 bench_ok() { BENCH_PASSED=$((BENCH_PASSED + 1)); echo "ok: $*"; }
 bench_fail() { BENCH_FAILED=$((BENCH_FAILED + 1)); echo "FAIL: $*"; }
@@ -25,22 +26,12 @@ bench_done() { echo "checks: $BENCH_PASSED passed, $BENCH_FAILED failed"; [ "$BE
 OUT="$E2E_TMP/bench"
 mkdir -p "$OUT"
 
-json_check() {  # json_check FILE PYTHON_EXPR (v = the parsed JSON)
-    python3 - "$1" "$2" <<'PY'
-import json, sys
-v = json.load(open(sys.argv[1]))
-ok = eval(sys.argv[2])
-if not ok:
-    print("unexpected JSON:", json.dumps(v)[:2000])
-sys.exit(0 if ok else 1)
-PY
-}
 svg_check() { python3 -c 'import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); assert d.documentElement.tagName == "svg"; assert len(d.getElementsByTagName("rect")) > 1' "$1"; }
 
 e2e_step "nfs against the raw-TCP peer"
 timeout 60 "$BENCH" nfs --server raw --workloads seq1m,read4k --duration 1 --warmup 0.2 --json "$OUT/raw.json"
 bench_check "nfs raw: JSON with ops and latencies for both workloads" \
-    json_check "$OUT/raw.json" 'len(v) == 2 and all(r["ops"] > 0 and r["errors"] == 0 and r["latency"]["p99_us"] >= r["latency"]["p50_us"] > 0 for r in v)'
+    e2e_json_check "$OUT/raw.json" 'len(v) == 2 and all(r["ops"] > 0 and r["errors"] == 0 and r["latency"]["p99_us"] >= r["latency"]["p50_us"] > 0 for r in v)'
 
 e2e_step "compare --smoke"
 ganesha=0
@@ -51,12 +42,12 @@ rc=0
 timeout 240 "$BENCH" compare --smoke --monofs-bin "$MONOFS_BIN" --out "$OUT/compare" || rc=$?
 bench_check "compare --smoke exits 0 (status $rc)" test "$rc" = 0
 bench_check "compare: results.json has every workload for monofs" \
-    json_check "$OUT/compare/results.json" '{r["workload"] for r in v["results"] if r["target"] == "monofs" and r["ops"] > 0} == {"getattr", "lookup", "readdirplus", "read4k", "seq1m", "build"}'
+    e2e_json_check "$OUT/compare/results.json" '{r["workload"] for r in v["results"] if r["target"] == "monofs" and r["ops"] > 0} == {"getattr", "lookup", "readdirplus", "read4k", "seq1m", "build"}'
 bench_check "compare: raw-TCP ceiling measured" \
-    json_check "$OUT/compare/results.json" 'any(r["target"] == "raw-tcp" and r["mb_per_s"] > 0 for r in v["results"])'
+    e2e_json_check "$OUT/compare/results.json" 'any(r["target"] == "raw-tcp" and r["mb_per_s"] > 0 for r in v["results"])'
 if [ "$ganesha" = 1 ]; then
     bench_check "compare: nfs-ganesha measured for every workload, ratios in the table" \
-        json_check "$OUT/compare/results.json" 'len([r for r in v["results"] if r["target"] == "ganesha" and r["ops"] > 0]) == 6 and len(v["rows"]) >= 8 and all(r["ratio"] > 0 for r in v["rows"])'
+        e2e_json_check "$OUT/compare/results.json" 'len([r for r in v["results"] if r["target"] == "ganesha" and r["ops"] > 0]) == 6 and len(v["rows"]) >= 8 and all(r["ratio"] > 0 for r in v["rows"])'
 else
     echo "note: not root or nfs-ganesha/rpcbind missing (.ci/run installs them): compared with raw TCP only"
 fi
@@ -68,7 +59,7 @@ rc=0
 timeout 120 "$BENCH" ingest --smoke --monofs-bin "$MONOFS_BIN" --out "$OUT/ingest" || rc=$?
 bench_check "ingest --smoke exits 0 (status $rc)" test "$rc" = 0
 bench_check "ingest: listable, fetched and git clone times in results.json" \
-    json_check "$OUT/ingest/results.json" 'v["monofs_listable_s"] > 0 and v["monofs_fully_fetched_s"] > 0 and v["git_clone_depth1_s"] > 0'
+    e2e_json_check "$OUT/ingest/results.json" 'v["monofs_listable_s"] > 0 and v["monofs_fully_fetched_s"] > 0 and v["git_clone_depth1_s"] > 0'
 bench_check "ingest: the plot is an SVG" svg_check "$OUT/ingest/ingest.svg"
 
 e2e_step "engine --smoke"
@@ -76,10 +67,10 @@ rc=0
 timeout 120 "$BENCH" engine --smoke --dir "$E2E_TMP/engine" --out "$OUT/engine" || rc=$?
 bench_check "engine --smoke exits 0 (status $rc)" test "$rc" = 0
 bench_check "engine: GET and PUT points at QD 1, 16, 64" \
-    json_check "$OUT/engine/results.json" 'sorted((p["op"], p["qd"]) for p in v["points"] if p["system"] == "engine" and p["iops"] > 0) == [("get", 1), ("get", 16), ("get", 64), ("put", 1), ("put", 16), ("put", 64)]'
+    e2e_json_check "$OUT/engine/results.json" 'sorted((p["op"], p["qd"]) for p in v["points"] if p["system"] == "engine" and p["iops"] > 0) == [("get", 1), ("get", 16), ("get", 64), ("put", 1), ("put", 16), ("put", 64)]'
 if command -v fio >/dev/null; then
     bench_check "engine: fio measured beside it" \
-        json_check "$OUT/engine/results.json" 'len([p for p in v["points"] if p["system"] == "fio" and p["iops"] > 0]) == 6'
+        e2e_json_check "$OUT/engine/results.json" 'len([p for p in v["points"] if p["system"] == "fio" and p["iops"] > 0]) == 6'
 fi
 bench_check "engine: the plot is an SVG" svg_check "$OUT/engine/engine.svg"
 
@@ -89,7 +80,7 @@ if command -v fio >/dev/null; then
     timeout 600 "$MONOFS_ROOT/bench/fio/run-vm.sh" --smoke --out "$OUT/fio-vm" || rc=$?
     bench_check "fio run-vm.sh --smoke exits 0 (status $rc)" test "$rc" = 0
     for j in metadata-small-files seqread randread; do
-        bench_check "fio $j: JSON collected from the VM" json_check "$OUT/fio-vm/$j.json" 'v["jobs"][0]["read"]["total_ios"] > 0'
+        bench_check "fio $j: JSON collected from the VM" e2e_json_check "$OUT/fio-vm/$j.json" 'v["jobs"][0]["read"]["total_ios"] > 0'
     done
 else
     bench_fail "fio not installed (.ci/run installs it)"

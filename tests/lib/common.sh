@@ -235,6 +235,18 @@ e2e_check() {
     local msg="$1"; shift
     if "$@"; then e2e_ok "$msg"; else e2e_fail "$msg"; fi
 }
+# e2e_json_check FILE PYTHON_EXPR   true if the expression holds (v = the parsed JSON);
+#                                   prints the JSON when it does not
+e2e_json_check() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+ok = eval(sys.argv[2])
+if not ok:
+    print("unexpected JSON:", json.dumps(v)[:2000])
+sys.exit(0 if ok else 1)
+PY
+}
 e2e_done() {
     echo "checks: $E2E_PASSED passed, $E2E_FAILED failed"
     [ "$E2E_FAILED" = 0 ]

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,24 +165,22 @@ impl Drop for Server {
 }
 
 pub fn start(limits: Limits) -> Server {
-    start_with(limits, None)
+    start_with(Arc::new(MemFs::new()), limits, None, Arc::default())
 }
 
 /// A server under the export rules `exports` (exports file text).
 pub fn start_exported(exports: &str) -> Server {
-    start_with(Limits::default(), Some(Exports::parse(exports, "test exports").unwrap()))
+    start_with(Arc::new(MemFs::new()), Limits::default(), Some(Exports::parse(exports, "test exports").unwrap()), Arc::default())
 }
 
-fn start_with(limits: Limits, exports: Option<Exports>) -> Server {
+/// A server of `backend` under `exports` (default rules if `None`), counting into `stats`.
+pub fn start_with(backend: Arc<dyn Backend>, limits: Limits, exports: Option<Exports>, stats: Arc<ServerStats>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Arc::new(AtomicBool::new(false));
     let ports = Ports { nfs: addr.port(), mount: addr.port(), portmap: addr.port(), portmap_udp: false };
     let flag = shutdown.clone();
-    let fs = Arc::new(MemFs::new());
-    std::thread::spawn(move || match exports {
-        None => serve_tcp(listener, fs, limits, ports, flag).unwrap(),
-        Some(x) => serve_tcp_exported(listener, fs, Arc::new(x), limits, ports, flag).unwrap(),
-    });
+    let exports = Arc::new(exports.unwrap_or_default());
+    std::thread::spawn(move || serve_tcp_exported(listener, backend, exports, limits, ports, stats, flag).unwrap());
     Server { addr, shutdown }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use monofs_net::proto::{FetchBlobRequest, Request, Response, SourceKind};
+use monofs_net::sync::{lock, wait_timeout};
 use monofs_net::{keys, Oid};
 use monofs_nfs::Status;
 
@@ -68,7 +69,7 @@ impl Router {
         let chunks = READAHEAD_CHUNKS.min(total.saturating_sub(chunk)).max(1);
         let key = (*oid, chunk);
         let (flight, leader) = {
-            let mut map = self.flights.map.lock().unwrap();
+            let mut map = lock(&self.flights.map);
             match map.get(&key) {
                 Some(f) => (f.clone(), false),
                 None => {
@@ -96,33 +97,36 @@ impl Router {
                 nodes: self.cluster.nodes().to_vec(),
             });
             let spawned = std::thread::Builder::new().name("fetch-blob".into()).spawn(move || {
-                let r = fetch_blob(&fetchers, &req);
+                // A panic must still end the flight, or every reader of these
+                // chunks would wait out FETCH_WAIT and `running` would leak.
+                let r = std::panic::catch_unwind(|| fetch_blob(&fetchers, &req))
+                    .unwrap_or_else(|_| Err("fetch panicked".to_string()));
                 if let Err(e) = &r {
                     tracing::error!(blob = %monofs_net::oid_hex(&key.0), chunk = key.1, error = %e, "fetch failed");
                 }
-                *f.result.lock().unwrap() = Some(r);
+                *lock(&f.result) = Some(r);
                 f.done.notify_all();
-                flights.map.lock().unwrap().remove(&key);
+                lock(&flights.map).remove(&key);
                 flights.running.fetch_sub(1, Ordering::SeqCst);
             });
             if spawned.is_err() {
-                self.flights.map.lock().unwrap().remove(&key);
+                lock(&self.flights.map).remove(&key);
                 self.flights.running.fetch_sub(1, Ordering::SeqCst);
                 return Err(Status::Jukebox);
             }
         }
         let deadline = Instant::now() + FETCH_WAIT;
-        let mut r = flight.result.lock().unwrap();
+        let mut r = lock(&flight.result);
         while r.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Status::Jukebox);
             }
-            r = flight.done.wait_timeout(r, left).unwrap().0;
+            r = wait_timeout(&flight.done, r, left).0;
         }
-        match r.as_ref().unwrap() {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Status::Io),
+        match r.as_ref() {
+            Some(Ok(())) => Ok(()),
+            _ => Err(Status::Io),
         }
     }
 }

@@ -536,7 +536,7 @@ pub fn ingest(
             entries.push(Entry { name: format!("{ev}.{ext}").into_bytes(), mode: MODE_FILE, oid, size });
         }
     }
-    let at_v = store::make_tree(entries, 0);
+    let at_v = store::make_tree(entries, 0)?;
     let (objects, bytes) = b.finish(&[&pkg_root, &at_v])?;
     write_atomic(&mut temps, &dir, &format!("{ev}.oids"), current.encode(&checked.h1).as_bytes())?;
     tracing::info!(module = %module, version = %version, objects, bytes, tree = %oid_hex(&pkg_root.oid), versions = versions.len(), "go module stored");

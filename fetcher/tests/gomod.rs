@@ -571,3 +571,17 @@ fn versions_too_long_for_file_names_are_refused() {
     assert_eq!(e[0].path, "go/pkg/mod/example.com/hello@v1.0.0");
     assert_eq!(at_v(&cluster(&node), &e[1])["list"].1, b"v1.0.0\n");
 }
+
+#[test]
+fn zip_fuzz_seed_is_a_valid_module() {
+    // fuzz/corpus/gomod_zip (fuzz/seeds.py): the gomod_zip target starts from a
+    // zip the reader accepts, and one it refuses.
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gomod_zip");
+    let good = std::fs::read(d.join("module")).unwrap();
+    let h1 = gomod::check_zip(&good, "example.com/m", "v1.0.0").unwrap();
+    assert_eq!(h1, h1_of_zip(&good));
+    let bad = std::fs::read(d.join("wrong-prefix")).unwrap();
+    let e = gomod::check_zip(&bad, "example.com/m", "v1.0.0").unwrap_err();
+    assert!(e.contains("is not under 'example.com/m@v1.0.0/'"), "{e}");
+    assert!(gomod::check_zip(&good[..good.len() / 2], "example.com/m", "v1.0.0").is_err());
+}

@@ -108,10 +108,12 @@ pub fn check_path(path: &str) -> Result<(), String> {
     }
     if let Some(last) = path.rsplit('/').next().filter(|_| path.contains('/')) {
         if let Some(n) = last.strip_prefix('v') {
-            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !first.eq("gopkg.in") {
-                if n.starts_with('0') || n == "1" {
-                    return Err(format!("invalid major version suffix '/{last}'"));
-                }
+            if !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && !first.eq("gopkg.in")
+                && (n.starts_with('0') || n == "1")
+            {
+                return Err(format!("invalid major version suffix '/{last}'"));
             }
         }
     }

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use monofs_net::sync::lock;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,7 +61,7 @@ pub(crate) struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut st = self.cache.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.cache.state);
         if let Some(e) = st.entries.get_mut(&self.path) {
             e.leases = e.leases.saturating_sub(1);
             e.last_used = Instant::now();
@@ -141,7 +142,7 @@ impl Cache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Lease `path` (a repository directory or a blob file under this cache),

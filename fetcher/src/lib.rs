@@ -296,7 +296,7 @@ fn accept(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
 fn send(stream: &mut TcpStream, resp: &Response) -> std::io::Result<()> {
     let mut body = Vec::new();
     resp.encode(&mut body);
-    stream.write_all(&frame(&body))
+    stream.write_all(&frame(&body).map_err(std::io::Error::other)?)
 }
 
 fn error_text(msg: String) -> String {
@@ -386,7 +386,10 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
             SourceKind::GoModule => (gomod::ingest(&shared.cache_dir, &shared.gomod, &req, &mut on_progress), None),
         };
         let resp = match result {
-            Ok(entries) => Response::IngestDone(monofs_net::ns::encode(&entries)),
+            Ok(entries) => match monofs_net::ns::encode(&entries) {
+                Ok(raw) => Response::IngestDone(raw),
+                Err(e) => Response::Error(error_text(format!("namespace entries cannot be sent: {e}"))),
+            },
             Err(e) => {
                 tracing::warn!(url = %redact(&req.url), error = %e, "ingest failed");
                 Response::Error(error_text(e.to_string()))

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use monofs_net::sync::{lock, wait_timeout};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -133,12 +134,12 @@ impl Prefetcher {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queue)
     }
 
     /// The figures of `url` (redacted), created if new.
     pub fn progress_of(&self, url: &str) -> Arc<RepoProgress> {
-        let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        let mut repos = lock(&self.repos);
         if !repos.contains_key(url) && repos.len() >= MAX_TRACKED_REPOS {
             let finished: Vec<String> =
                 repos.iter().filter(|(_, p)| p.pending() == 0).map(|(u, _)| u.clone()).collect();
@@ -153,7 +154,7 @@ impl Prefetcher {
     }
 
     pub fn repos(&self) -> Vec<Arc<RepoProgress>> {
-        let mut v: Vec<_> = self.repos.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut v: Vec<_> = lock(&self.repos).values().cloned().collect();
         v.sort_by(|a, b| a.url.cmp(&b.url));
         v
     }
@@ -225,7 +226,7 @@ impl Prefetcher {
     fn take(&self) -> Vec<Job> {
         let mut q = self.lock();
         if q.jobs.is_empty() {
-            q = self.ready.wait_timeout(q, Duration::from_millis(250)).unwrap_or_else(|e| e.into_inner()).0;
+            q = wait_timeout(&self.ready, q, Duration::from_millis(250)).0;
         }
         let mut out: Vec<Job> = Vec::new();
         let mut bytes = 0u64;

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use monofs_net::sync::{lock, wait, wait_timeout};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ pub(crate) struct Service {
 /// A lock per key (repository or blob file), forgotten once nobody holds it.
 fn keyed_lock(path: &Path) -> Arc<Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut locks = lock(LOCKS.get_or_init(Default::default));
     locks.retain(|_, l| Arc::strong_count(l) > 1);
     locks.entry(path.to_path_buf()).or_default().clone()
 }
@@ -124,8 +125,8 @@ impl Service {
             let h = s.spawn(|| {
                 // One fetch per cache repository at a time: a second ingest of the same
                 // URL waits and then finds the objects already there.
-                let lock = keyed_lock(&repo_dir);
-                let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let key_lock = keyed_lock(&repo_dir);
+                let guard = lock(&key_lock);
                 let f = git::fetch(&repo_dir, &fetch_url, &req.git_ref, &pin, self.fetch_timeout);
                 drop(guard);
                 self.cache.measure(&repo_dir);
@@ -246,7 +247,7 @@ impl Service {
         nodes.extend_from_slice(&req.replication.to_be_bytes());
         let key = (req.oid, req.first_chunk, req.chunks, xxh3_64(&nodes));
         let (flight, leader) = {
-            let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            let mut f = lock(&self.flights);
             match f.get(&key) {
                 Some(fl) => (fl.clone(), false),
                 None => {
@@ -257,23 +258,23 @@ impl Service {
             }
         };
         if !leader {
-            let mut r = flight.result.lock().unwrap_or_else(|e| e.into_inner());
+            let mut r = lock(&flight.result);
             while r.is_none() {
-                r = flight.cv.wait(r).unwrap_or_else(|e| e.into_inner());
+                r = wait(&flight.cv, r);
             }
             return r.clone().expect("set");
         }
         let result = self.fetch_blob_slot(req);
-        *flight.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        *lock(&flight.result) = Some(result.clone());
         flight.cv.notify_all();
-        self.flights.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        lock(&self.flights).remove(&key);
         result
     }
 
     fn fetch_blob_slot(&self, req: &FetchBlobRequest) -> Result<(), String> {
         {
             let deadline = Instant::now() + FETCH_BLOB_SLOT_WAIT;
-            let mut n = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = lock(&self.slots);
             while *n >= MAX_CONCURRENT_FETCH_BLOBS {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -281,7 +282,7 @@ impl Service {
                         "busy: the fetcher is running {MAX_CONCURRENT_FETCH_BLOBS} blob fetches already; retry later"
                     ));
                 }
-                n = self.slot_free.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
+                n = wait_timeout(&self.slot_free, n, left).0;
             }
             *n += 1;
         }
@@ -291,7 +292,7 @@ impl Service {
                 Err("FETCH_BLOB of a Go module source is not served by this fetcher; ingest it eagerly".into())
             }
         };
-        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        *lock(&self.slots) -= 1;
         self.slot_free.notify_one();
         self.cache.kick();
         if r.is_ok() {
@@ -341,8 +342,8 @@ impl Service {
             }
             None => {
                 self.cache.misses.fetch_add(1, Ordering::Relaxed);
-                let lock = keyed_lock(&repo_dir);
-                let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let key_lock = keyed_lock(&repo_dir);
+                let _g = lock(&key_lock);
                 // Another request may have fetched while this one waited.
                 match self.find_blob(&repo_dir, req)? {
                     Some(repo) => repo,
@@ -401,8 +402,8 @@ impl Service {
         let hex = oid_hex(&req.oid);
         let path = self.cache.blobs.join(&hex);
         let lease = self.cache.lease(&path);
-        let lock = keyed_lock(&path);
-        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let key_lock = keyed_lock(&path);
+        let _g = lock(&key_lock);
         if let Ok(f) = File::open(&path) {
             return Ok((f, lease));
         }

@@ -637,7 +637,10 @@ impl<'p, 'f> Planner<'p, 'f> {
             if self.plan.levels.len() <= height {
                 self.plan.levels.resize_with(height + 1, Vec::new);
             }
-            self.plan.levels[height].push((keys::tree(&done.oid), dir::encode(&out)));
+            let record = dir::encode(&out).map_err(|e| {
+                IngestError::BadContent(format!("tree {} at '{}': {e}", oid_hex(&done.oid), done.path))
+            })?;
+            self.plan.levels[height].push((keys::tree(&done.oid), record));
             self.progress.tick();
             match stack.last_mut() {
                 None => {

@@ -545,3 +545,43 @@ fn missing_proxy_configuration_is_a_clear_error() {
     let r = gomod::ingest(tmp.path(), &GoModOptions::default(), &req, &mut |_, _, _| {});
     assert!(err_text(r).contains("--gomod-proxy"));
 }
+
+#[test]
+fn versions_too_long_for_file_names_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("proxy");
+    publish(&root, "example.com/hello", "v1.0.0", hello_files("one"));
+    // A release of 256 bytes (the semantic-version limit) in the list: its
+    // `<v>.info` would be a 261-byte name, so `latest` must pass it over.
+    let long_release = format!("v1.0.{}", "9".repeat(251));
+    let list = root.join("example.com/hello/@v/list");
+    let mut text = std::fs::read_to_string(&list).unwrap();
+    text.push_str(&format!("{long_release}\n"));
+    std::fs::write(&list, text).unwrap();
+    let srv = ProxyServer::start(root.clone());
+    let node = FakeNode::start("n1", false);
+    let cache = tmp.path().join("cache");
+    let o = opts(&srv.url());
+
+    for v in [format!("v1.0.0-{}", "a".repeat(293)), format!("v1.0.0-{}", "a".repeat(244)), long_release] {
+        let msg = err_text(run(&cache, &o, &format!("example.com/hello@{v}"), &node));
+        assert!(msg.starts_with(&format!("invalid ref '{v}': invalid version for module example.com/hello")), "{msg}");
+    }
+    let e = run(&cache, &o, "example.com/hello@latest", &node).unwrap();
+    assert_eq!(e[0].path, "go/pkg/mod/example.com/hello@v1.0.0");
+    assert_eq!(at_v(&cluster(&node), &e[1])["list"].1, b"v1.0.0\n");
+}
+
+#[test]
+fn zip_fuzz_seed_is_a_valid_module() {
+    // fuzz/corpus/gomod_zip (fuzz/seeds.py): the gomod_zip target starts from a
+    // zip the reader accepts, and one it refuses.
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gomod_zip");
+    let good = std::fs::read(d.join("module")).unwrap();
+    let h1 = gomod::check_zip(&good, "example.com/m", "v1.0.0").unwrap();
+    assert_eq!(h1, h1_of_zip(&good));
+    let bad = std::fs::read(d.join("wrong-prefix")).unwrap();
+    let e = gomod::check_zip(&bad, "example.com/m", "v1.0.0").unwrap_err();
+    assert!(e.contains("is not under 'example.com/m@v1.0.0/'"), "{e}");
+    assert!(gomod::check_zip(&good[..good.len() / 2], "example.com/m", "v1.0.0").is_err());
+}

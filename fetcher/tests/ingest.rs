@@ -459,3 +459,61 @@ fn throughput_many_small_files() {
         "small objects are batched"
     );
 }
+
+/// `git mktree` from `ls-tree`-style lines; the new tree's id.
+fn mktree(repo: &Path, lines: &[String]) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .arg("mktree")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = lines.join("\n");
+    input.push('\n');
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// A branch `name` whose root tree holds `tree` at `sub/`.
+fn branch_with(repo: &Path, name: &str, tree: &str) {
+    let root = mktree(repo, &[format!("040000 tree {tree}\tsub")]);
+    let commit = git_str(repo, &["commit-tree", &root, "-m", name]);
+    git(repo, &["update-ref", &format!("refs/heads/{name}"), &commit]);
+}
+
+#[test]
+fn trees_beyond_record_limits_fail_naming_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = fixture_repo(tmp.path());
+    let node = FakeNode::start("solo", false);
+    let cache = tmp.path().join("cache");
+    let url = format!("file://{}", repo.display());
+    let blob = git_str(&repo, &["rev-parse", "HEAD:README.md"]);
+
+    // Git allows names of up to 4096 bytes; MonoFS (and NFS) 255.
+    let long = "n".repeat(300);
+    let t = mktree(&repo, &[format!("100644 blob {blob}\t{long}"), format!("100644 blob {blob}\tok")]);
+    branch_with(&repo, "long-name", &t);
+    let err = run(&cache, &request(&url, "long-name", vec![node.node_addr()], 1)).0.unwrap_err();
+    assert!(matches!(err, IngestError::BadContent(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("'sub/{long}' has a name of 300 bytes; MonoFS allows at most 255")), "{msg}");
+
+    // Every name within limits, but the directory record over its size limit.
+    let per = 2 + dir::MAX_NAME + 4 + 20 + 8;
+    let lines: Vec<String> = (0..monofs_net::MAX_RECORD / per + 1)
+        .map(|i| format!("100644 blob {blob}\t{i:08}{}", "x".repeat(dir::MAX_NAME - 8)))
+        .collect();
+    let t = mktree(&repo, &lines);
+    branch_with(&repo, "huge-dir", &t);
+    let err = run(&cache, &request(&url, "huge-dir", vec![node.node_addr()], 1)).0.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, IngestError::BadContent(_)), "{err:?}");
+    assert!(msg.contains(&format!("tree {t} at 'sub': directory record too long")), "{msg}");
+    assert_eq!(node.total_puts(), 0, "a failed ingest writes nothing");
+}

@@ -7,7 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::codec::DecodeError;
+use crate::codec::{DecodeError, EncodeError};
 use crate::hrw;
 use crate::keys;
 use crate::proto::{frame, frame_len, NodeAddr, Request, Response};
@@ -23,6 +23,8 @@ pub const MAX_IDLE_PER_SHARD: usize = 16;
 pub enum NetError {
     #[error("{addr}: {source}")]
     Io { addr: String, source: std::io::Error },
+    #[error("{addr}: request cannot be sent: {source}")]
+    Encode { addr: String, source: EncodeError },
     #[error("{addr}: malformed response: {source}")]
     Decode { addr: String, source: DecodeError },
     #[error("{addr}: {message}")]
@@ -71,8 +73,9 @@ impl Conn {
     pub fn send(&mut self, req: &Request) -> Result<(), NetError> {
         let mut body = Vec::new();
         req.encode(&mut body);
+        let framed = frame(&body).map_err(|source| NetError::Encode { addr: self.addr.clone(), source })?;
         self.stream
-            .write_all(&frame(&body))
+            .write_all(&framed)
             .map_err(|source| NetError::Io { addr: self.addr.clone(), source })
     }
 
@@ -148,14 +151,14 @@ impl NodeClient {
     /// Run one request on the shard that owns `key`. A connection that failed is
     /// dropped, never returned to the pool.
     pub fn call_shard(&self, shard: u16, req: &Request) -> Result<Response, NetError> {
-        let pooled = self.idle[shard as usize].lock().unwrap().pop();
+        let pooled = crate::sync::lock(&self.idle[shard as usize]).pop();
         let mut conn = match pooled {
             Some(c) => c,
             None => Conn::connect(&format!("{}:{}", self.host, self.base_port + shard))?,
         };
         let resp = conn.call(req);
         if resp.is_ok() {
-            let mut idle = self.idle[shard as usize].lock().unwrap();
+            let mut idle = crate::sync::lock(&self.idle[shard as usize]);
             if idle.len() < MAX_IDLE_PER_SHARD {
                 idle.push(conn);
             }
@@ -233,7 +236,7 @@ impl Cluster {
     }
 
     pub fn client(&self, i: usize) -> Result<Arc<NodeClient>, NetError> {
-        let mut slot = self.clients[i].lock().unwrap();
+        let mut slot = crate::sync::lock(&self.clients[i]);
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
@@ -282,7 +285,7 @@ impl Cluster {
 
     /// Drop a cached client so the next call reconnects (and re-learns shards).
     fn forget(&self, i: usize) {
-        *self.clients[i].lock().unwrap() = None;
+        *crate::sync::lock(&self.clients[i]) = None;
     }
 }
 

@@ -16,6 +16,21 @@ pub enum DecodeError {
     Trailing(usize),
 }
 
+/// A value that cannot be encoded within the format's limits.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EncodeError {
+    #[error("{what} too long: {len} > {max}")]
+    TooLong { what: &'static str, len: usize, max: usize },
+}
+
+/// `Err(TooLong)` when `len` is over `max`.
+pub fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), EncodeError> {
+    if len > max {
+        return Err(EncodeError::TooLong { what, len, max });
+    }
+    Ok(())
+}
+
 pub struct Writer<'a>(pub &'a mut Vec<u8>);
 
 impl Writer<'_> {

@@ -12,8 +12,9 @@ pub mod dir;
 pub mod ns;
 pub mod client;
 pub mod key;
+pub mod sync;
 
-pub use codec::DecodeError;
+pub use codec::{DecodeError, EncodeError};
 
 /// A Git object id (SHA-1).
 pub type Oid = [u8; 20];
@@ -21,6 +22,9 @@ pub type Oid = [u8; 20];
 /// Largest frame body either side accepts. A blob chunk plus headroom; a
 /// PUT_BATCH is cut by its sender to stay below it.
 pub const MAX_FRAME: usize = 8 << 20;
+/// Largest stored record (directory record, namespace record): it must fit one
+/// PUT_BATCH frame with its key and one DATA reply (the headroom covers both headers).
+pub const MAX_RECORD: usize = MAX_FRAME - 128;
 /// Size of a blob chunk: the unit of storage and of READ fan-out.
 pub const CHUNK_SIZE: usize = 1 << 20;
 /// Most items in one PUT_BATCH.

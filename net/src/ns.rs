@@ -1,8 +1,8 @@
 //! The namespace record: which repositories are published, and where.
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{check_len, DecodeError, EncodeError, Reader, Writer};
 use crate::proto::MAX_STRING;
-use crate::Oid;
+use crate::{Oid, MAX_RECORD};
 
 /// Most repositories in one namespace record.
 pub const MAX_REPOS: usize = 100_000;
@@ -58,15 +58,21 @@ impl NsEntry {
     }
 }
 
-pub fn encode(entries: &[NsEntry]) -> Vec<u8> {
-    assert!(entries.len() <= MAX_REPOS);
+/// Encode the record; more than MAX_REPOS entries, a string over MAX_STRING
+/// (which `decode` would refuse) or a record over MAX_RECORD is an error.
+pub fn encode(entries: &[NsEntry]) -> Result<Vec<u8>, EncodeError> {
+    check_len("namespace entries", entries.len(), MAX_REPOS)?;
     let mut out = Vec::new();
     let mut w = Writer(&mut out);
     w.u32(entries.len() as u32);
     for e in entries {
+        check_len("namespace path", e.path.len(), MAX_STRING)?;
+        check_len("namespace url", e.url.len(), MAX_STRING)?;
+        check_len("namespace ref", e.git_ref.len(), MAX_STRING)?;
         e.encode_into(&mut w);
     }
-    out
+    check_len("namespace record", out.len(), MAX_RECORD)?;
+    Ok(out)
 }
 
 pub fn decode(buf: &[u8]) -> Result<Vec<NsEntry>, DecodeError> {
@@ -113,7 +119,28 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].path, "a/y");
         assert_eq!(v[1].commit_time, 2);
-        assert_eq!(decode(&encode(&v)).unwrap(), v);
+        assert_eq!(decode(&encode(&v).unwrap()).unwrap(), v);
         assert_eq!(NsEntry::decode(&v[0].encode()).unwrap(), v[0]);
+    }
+
+    fn entry(path: String, url: String) -> NsEntry {
+        NsEntry { path, url, git_ref: "main".into(), commit: [1; 20], root_tree: [2; 20], commit_time: 0, root_subdirs: 0 }
+    }
+
+    #[test]
+    fn encode_refuses_what_decode_would_refuse() {
+        // A field over MAX_STRING: the decoder would refuse the record.
+        let long_url = entry("a/b".into(), "u".repeat(MAX_STRING + 1));
+        assert!(matches!(encode(&[long_url]), Err(EncodeError::TooLong { what: "namespace url", .. })));
+        let exact = entry("a/b".into(), "u".repeat(MAX_STRING));
+        assert_eq!(decode(&encode(std::slice::from_ref(&exact)).unwrap()).unwrap(), vec![exact]);
+        // Within every field limit but over the record limit.
+        let big: Vec<NsEntry> = (0..MAX_RECORD / MAX_STRING + 1)
+            .map(|i| entry(format!("p/{i}"), "u".repeat(MAX_STRING)))
+            .collect();
+        assert!(matches!(encode(&big), Err(EncodeError::TooLong { what: "namespace record", .. })));
+        // More repositories than allowed.
+        let many: Vec<NsEntry> = (0..=MAX_REPOS).map(|i| entry(format!("p/{i}"), String::new())).collect();
+        assert!(matches!(encode(&many), Err(EncodeError::TooLong { what: "namespace entries", .. })));
     }
 }

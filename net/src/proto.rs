@@ -1,7 +1,7 @@
 //! Messages of the node/fetcher protocol and their encoding. A frame on the
 //! wire is `u32 body_len` followed by the body; these functions deal in bodies.
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{check_len, DecodeError, EncodeError, Reader, Writer};
 use crate::{MAX_BATCH_ITEMS, MAX_FRAME, MAX_KEY};
 
 pub mod op {
@@ -314,13 +314,14 @@ pub fn put_item_size(key: &[u8], value: &[u8]) -> usize {
     2 + key.len() + 4 + value.len()
 }
 
-/// Prefix `body` with its length, ready to write.
-pub fn frame(body: &[u8]) -> Vec<u8> {
-    assert!(body.len() <= MAX_FRAME);
+/// Prefix `body` with its length, ready to write; a body over MAX_FRAME, which
+/// the peer would refuse, is an error.
+pub fn frame(body: &[u8]) -> Result<Vec<u8>, EncodeError> {
+    check_len("frame body", body.len(), MAX_FRAME)?;
     let mut f = Vec::with_capacity(4 + body.len());
     f.extend_from_slice(&(body.len() as u32).to_be_bytes());
     f.extend_from_slice(body);
-    f
+    Ok(f)
 }
 
 /// Parse a frame header; a length over MAX_FRAME means the peer is broken or
@@ -402,5 +403,7 @@ mod tests {
         b.extend(vec![0u8; 200]);
         assert!(Request::decode(&b).is_err());
         assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
+        assert!(frame(&vec![0; MAX_FRAME + 1]).is_err());
+        assert_eq!(frame(&[7]).unwrap(), [0, 0, 0, 1, 7]);
     }
 }

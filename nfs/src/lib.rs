@@ -78,6 +78,21 @@ pub fn serve_tcp_exported(
     server::serve_tcp(listener, svc, stats, shutdown)
 }
 
+/// Answers one RPC record (call header, program, procedure, arguments) as the
+/// TCP server does under the default export rules, without a socket; `None` when
+/// nothing is answered. The entry point for fuzzing the whole decode and dispatch path.
+pub fn answer_record(
+    record: &[u8],
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+    ports: Ports,
+    peer: std::net::SocketAddr,
+) -> Option<Vec<u8>> {
+    let backend = dispatch::Exported { fs: backend, exports: Arc::new(Exports::default()) };
+    let svc = dispatch::Services { backend: Some(backend), limits: limits.sanitized(), ports };
+    dispatch::handle(record, &svc, peer)
+}
+
 /// PORTMAP v2 over UDP (rpcbind v3/v4 get PROG_MISMATCH 2..2), for a portmapper on port
 /// 111. Blocks until `shutdown` is set or the socket fails.
 pub fn serve_portmap_udp(socket: UdpSocket, ports: Ports, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {

@@ -290,13 +290,15 @@ impl Router {
         len: u32,
         wait: bool,
     ) -> Result<Vec<u8>, Pending> {
-        let chunk = from / CHUNK_SIZE as u64;
+        // Chunk numbers are u32 on the wire (4 PiB); a handle claiming a larger
+        // size would otherwise read another chunk's key.
+        let chunk = u32::try_from(from / CHUNK_SIZE as u64).map_err(|_| Status::Fbig)?;
         let in_chunk = from % CHUNK_SIZE as u64;
         assert!(
             in_chunk + len as u64 <= CHUNK_SIZE as u64,
             "a range within one chunk"
         );
-        let key = keys::blob_chunk(oid, chunk as u32);
+        let key = keys::blob_chunk(oid, chunk);
         let mut fetched = false;
         let data = loop {
             match self.cluster.get(&key, in_chunk, len) {
@@ -304,10 +306,10 @@ impl Router {
                 Ok(None) if !fetched => {
                     Metrics::inc(&self.metrics.lazy_fetches);
                     if !wait {
-                        let ticket = self.chunk_ticket(repo, oid, size, chunk as u32)?;
+                        let ticket = self.chunk_ticket(repo, oid, size, chunk)?;
                         return Err(Pending::Fetching(ticket));
                     }
-                    self.bring_chunk(repo, oid, size, chunk as u32)?;
+                    self.bring_chunk(repo, oid, size, chunk)?;
                     fetched = true;
                 }
                 Ok(None) => {

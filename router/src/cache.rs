@@ -3,6 +3,8 @@
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+use monofs_net::sync::lock;
+
 /// Entries with their sizes, and the total.
 type Entries<K, V> = (lru::LruCache<K, (Arc<V>, usize)>, usize);
 
@@ -20,11 +22,11 @@ impl<K: Hash + Eq, V> ByteLru<K, V> {
     }
 
     pub fn get(&self, k: &K) -> Option<Arc<V>> {
-        self.inner.lock().unwrap().0.get(k).map(|(v, _)| v.clone())
+        lock(&self.inner).0.get(k).map(|(v, _)| v.clone())
     }
 
     pub fn insert(&self, k: K, v: Arc<V>, bytes: usize) {
-        let mut g = self.inner.lock().unwrap();
+        let mut g = lock(&self.inner);
         let (map, total) = &mut *g;
         if let Some((_, old)) = map.put(k, (v, bytes)) {
             *total -= old;
@@ -39,7 +41,7 @@ impl<K: Hash + Eq, V> ByteLru<K, V> {
     }
 
     pub fn bytes(&self) -> usize {
-        self.inner.lock().unwrap().1
+        lock(&self.inner).1
     }
 }
 
@@ -57,5 +59,21 @@ mod tests {
         assert!(c.get(&2).is_none());
         assert!(c.get(&1).is_some());
         assert!(c.bytes() <= 100);
+    }
+
+    #[test]
+    fn a_panic_while_locked_leaves_the_cache_usable() {
+        let c = Arc::new(ByteLru::new(100));
+        c.insert(1, Arc::new(1), 10);
+        let c2 = c.clone();
+        assert!(std::thread::spawn(move || {
+            let _g = c2.inner.lock();
+            panic!("injected");
+        })
+        .join()
+        .is_err());
+        assert_eq!(c.get(&1).as_deref(), Some(&1));
+        c.insert(2, Arc::new(2), 10);
+        assert_eq!(c.bytes(), 20);
     }
 }

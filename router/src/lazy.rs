@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use monofs_net::proto::{FetchBlobRequest, Request, Response, SourceKind};
+use monofs_net::sync::lock;
 use monofs_net::{keys, Oid};
 use monofs_nfs::{Status, Ticket};
 
@@ -68,7 +69,7 @@ impl Router {
         let chunks = READAHEAD_CHUNKS.min(total.saturating_sub(chunk)).max(1);
         let key = (*oid, chunk);
         let ticket = {
-            let mut map = self.flights.map.lock().unwrap();
+            let mut map = lock(&self.flights.map);
             if let Some(t) = map.get(&key) {
                 return Ok(t.clone());
             }
@@ -92,18 +93,21 @@ impl Router {
             nodes: self.cluster.nodes().to_vec(),
         });
         let spawned = std::thread::Builder::new().name("fetch-blob".into()).spawn(move || {
-            let r = fetch_blob(&fetchers, &req);
+            // A panic must still end the flight, or every reader of these chunks
+            // would wait out its deadline and `running` would leak.
+            let r = std::panic::catch_unwind(|| fetch_blob(&fetchers, &req))
+                .unwrap_or_else(|_| Err("fetch panicked".to_string()));
             if let Err(e) = &r {
                 tracing::error!(blob = %monofs_net::oid_hex(&key.0), chunk = key.1, error = %e, "fetch failed");
             }
             // Out of the map first: a READ woken by the ticket that finds the chunk
             // still missing must start a new fetch, not rejoin this one.
-            flights.map.lock().unwrap().remove(&key);
+            lock(&flights.map).remove(&key);
             flights.running.fetch_sub(1, Ordering::SeqCst);
             t.complete(r.map_err(|_| Status::Io));
         });
         if spawned.is_err() {
-            self.flights.map.lock().unwrap().remove(&key);
+            lock(&self.flights.map).remove(&key);
             self.flights.running.fetch_sub(1, Ordering::SeqCst);
             return Err(Status::Jukebox);
         }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use monofs_net::client::Cluster;
 use monofs_net::proto::NodeAddr;
+use monofs_net::sync::lock;
 use monofs_net::{keys, Oid};
 use monofs_nfs::Status;
 
@@ -102,7 +103,7 @@ impl Router {
 
     /// The current namespace, at most NS_TTL old.
     pub fn namespace(&self) -> Result<Arc<Namespace>, Status> {
-        if let Some((at, ns)) = self.ns.lock().unwrap().as_ref() {
+        if let Some((at, ns)) = lock(&self.ns).as_ref() {
             if at.elapsed() < NS_TTL {
                 return Ok(ns.clone());
             }
@@ -111,7 +112,7 @@ impl Router {
             tracing::error!(error = %e, "cannot load namespace");
             Status::Io
         })?;
-        let mut slot = self.ns.lock().unwrap();
+        let mut slot = lock(&self.ns);
         let ns = match slot.as_ref() {
             Some((_, old)) if old.generation == xxhash_rust::xxh3::xxh3_64(&raw) => old.clone(),
             _ => Arc::new(Namespace::build(entries, &raw)),
@@ -123,7 +124,7 @@ impl Router {
     /// Add or replace a repository in the namespace record, durably on every
     /// owner, then drop the cached copy so this router sees it at once.
     pub fn publish(&self, entry: monofs_net::ns::NsEntry) -> Result<(), String> {
-        let _w = self.ns_write.lock().unwrap();
+        let _w = lock(&self.ns_write);
         let (mut entries, _) = self.load_namespace_record()?;
         Namespace::check_new(&entries, &entry.path).map_err(
             |namespace::Conflict::Nested(other)| {
@@ -133,15 +134,14 @@ impl Router {
                 )
             },
         )?;
+        let entry_path = entry.path.clone();
         monofs_net::ns::upsert(&mut entries, entry);
-        let raw = monofs_net::ns::encode(&entries);
-        if raw.len() > monofs_net::MAX_FRAME {
-            return Err("namespace record would exceed its size limit".into());
-        }
+        let raw = monofs_net::ns::encode(&entries)
+            .map_err(|e| format!("cannot publish '{}': {e}", entry_path))?;
         self.cluster
             .put_batch(vec![(keys::namespace(), raw)])
             .map_err(|e| format!("cannot store namespace record: {e}"))?;
-        *self.ns.lock().unwrap() = None;
+        *lock(&self.ns) = None;
         Ok(())
     }
 
@@ -304,3 +304,6 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
         http,
     })
 }
+
+#[cfg(test)]
+mod poison_tests;

@@ -33,6 +33,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use monofs_net::sync::lock;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -49,6 +50,14 @@ pub use proxy::{MAX_META, MAX_ZIP, ZIP_WALL_CLOCK};
 
 use crate::IngestError;
 use store::{Batcher, FileRef, Progress, Tree, TreeBuilder};
+
+/// Check a module zip held in memory as an ingest checks a downloaded one
+/// (layout, names, sizes, limits) and return its go.sum `h1:` hash. The entry
+/// point for fuzzing the zip reader with untrusted bytes.
+pub fn check_zip(data: &[u8], module: &str, version: &str) -> Result<String, String> {
+    modzip::check_reader(std::io::Cursor::new(data), data.len() as u64, module, version, &mut |_| {})
+        .map(|c| c.h1)
+}
 
 /// Default bound on one proxy request (connect, each read, and the whole of a
 /// small request; a zip download is bounded per read and by ZIP_WALL_CLOCK).
@@ -130,7 +139,7 @@ fn cache_err(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError + '_ {
 /// The lock serialising ingests of one module (they share its mirror).
 fn module_lock(dir: &Path) -> Arc<Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut locks = lock(LOCKS.get_or_init(Default::default));
     locks.retain(|_, l| Arc::strong_count(l) > 1);
     locks.entry(dir.to_path_buf()).or_default().clone()
 }
@@ -405,8 +414,8 @@ pub fn ingest(
     let esc = escape(&module);
     let dir = cache_dir.join("gomod").join(&esc).join("@v");
     std::fs::create_dir_all(&dir).map_err(cache_err(&dir))?;
-    let lock = module_lock(&dir);
-    let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let key_lock = module_lock(&dir);
+    let _guard = lock(&key_lock);
 
     let version = if version == "latest" { resolve_latest(&p, &module)? } else { version };
     let ev = escape(&version);
@@ -536,7 +545,7 @@ pub fn ingest(
             entries.push(Entry { name: format!("{ev}.{ext}").into_bytes(), mode: MODE_FILE, oid, size });
         }
     }
-    let at_v = store::make_tree(entries, 0);
+    let at_v = store::make_tree(entries, 0)?;
     let (objects, bytes) = b.finish(&[&pkg_root, &at_v])?;
     write_atomic(&mut temps, &dir, &format!("{ev}.oids"), current.encode(&checked.h1).as_bytes())?;
     tracing::info!(module = %module, version = %version, objects, bytes, tree = %oid_hex(&pkg_root.oid), versions = versions.len(), "go module stored");

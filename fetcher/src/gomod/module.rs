@@ -4,10 +4,15 @@
 
 use std::cmp::Ordering;
 
+use monofs_net::dir::MAX_NAME;
+
 /// Longest module path accepted (it becomes part of a namespace path).
 pub const MAX_PATH: usize = 512;
 /// Longest version accepted.
 pub const MAX_VERSION: usize = 256;
+/// Longest suffix MonoFS puts after an escaped version in a file name
+/// (`<v>.info`, `<v>.oids`).
+const VERSION_FILE_SUFFIX: usize = ".info".len();
 
 /// Windows device names Go refuses as path elements (before the first dot).
 const RESERVED: &[&str] = &[
@@ -103,10 +108,12 @@ pub fn check_path(path: &str) -> Result<(), String> {
     }
     if let Some(last) = path.rsplit('/').next().filter(|_| path.contains('/')) {
         if let Some(n) = last.strip_prefix('v') {
-            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !first.eq("gopkg.in") {
-                if n.starts_with('0') || n == "1" {
-                    return Err(format!("invalid major version suffix '/{last}'"));
-                }
+            if !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && !first.eq("gopkg.in")
+                && (n.starts_with('0') || n == "1")
+            {
+                return Err(format!("invalid major version suffix '/{last}'"));
             }
         }
     }
@@ -248,9 +255,20 @@ pub fn compare(a: &str, b: &str) -> Ordering {
 /// Check `version` is canonical and fits `path`'s major-version suffix
 /// (`module.Check`): `example.com/m/v2` takes only v2.x.y; a path without a
 /// suffix takes v0/v1, or v2+ marked `+incompatible`.
+///
+/// The escaped version also has to fit the names MonoFS stores it under: the
+/// proxy files `<v>.info` and the directory `<last path element>@<v>` are
+/// directory entries of at most `dir::MAX_NAME` bytes.
 pub fn check_version(path: &str, version: &str) -> Result<(), String> {
     let v = Semver::parse(version)?;
     let last = path.rsplit('/').next().unwrap_or("");
+    let (ev, el) = (escape(version).len(), escape(last).len());
+    if ev + VERSION_FILE_SUFFIX > MAX_NAME || el + 1 + ev > MAX_NAME {
+        return Err(format!(
+            "escaped, it makes a file name of {} bytes; names are at most {MAX_NAME} bytes",
+            (ev + VERSION_FILE_SUFFIX).max(el + 1 + ev)
+        ));
+    }
     let suffix = if path.starts_with("gopkg.in/") {
         last.rsplit_once(".v").map(|(_, n)| n).filter(|n| num_ok(n))
     } else {
@@ -411,6 +429,24 @@ mod tests {
         }
         assert!(check_version("x.com/m", "v2.0.0").is_err());
         assert!(check_version("x.com/m/v2", "v1.0.0").is_err());
+    }
+
+    #[test]
+    fn versions_fit_file_names() {
+        // `<v>.info` must fit 255 bytes: 250 bytes of version is the most.
+        let v = |n: usize, c: &str| format!("v1.0.0-{}", c.repeat(n - 7));
+        check_version("x.com/m", &v(250, "a")).unwrap();
+        for bad in [v(251, "a"), v(MAX_VERSION, "a")] {
+            let e = check_version("x.com/m", &bad).unwrap_err();
+            assert!(e.contains("names are at most 255 bytes"), "{e}");
+        }
+        assert!(check_version("x.com/m", &v(300, "a")).is_err());
+        // Upper case doubles in escaping (`A` → `!a`).
+        assert!(check_version("x.com/m", &v(130, "A")).is_err());
+        // `<last element>@<v>` must fit too.
+        let long_last = format!("x.com/{}", "m".repeat(200));
+        assert!(check_version(&long_last, &v(60, "a")).is_err());
+        check_version(&long_last, &v(54, "a")).unwrap();
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use base64::Engine;
@@ -104,10 +104,21 @@ pub(crate) fn check(
 ) -> Result<Checked, String> {
     let f = File::open(zip_path).map_err(|e| format!("{}: {e}", zip_path.display()))?;
     let len = f.metadata().map_err(|e| format!("{}: {e}", zip_path.display()))?.len();
+    check_reader(f, len, module, version, tick)
+}
+
+/// `check` of a zip of `len` bytes read from `r`.
+pub(crate) fn check_reader<R: Read + Seek>(
+    r: R,
+    len: u64,
+    module: &str,
+    version: &str,
+    tick: &mut dyn FnMut(u64),
+) -> Result<Checked, String> {
     if len > MAX_ZIP {
         return Err(format!("the zip is {len} bytes, more than Go's limit of {MAX_ZIP}"));
     }
-    let mut z = zip::ZipArchive::new(f).map_err(|e| format!("not a valid zip file: {e}"))?;
+    let mut z = zip::ZipArchive::new(r).map_err(|e| format!("not a valid zip file: {e}"))?;
     if z.has_duplicate_names() {
         return Err("the zip names a file twice".into());
     }

@@ -223,13 +223,15 @@ fn build_dir(
             }
         }
     }
-    Ok(make_tree(out, subdirs))
+    make_tree(out, subdirs)
 }
 
 /// Hash and encode a directory from its entries (sorted by name bytes).
-pub(crate) fn make_tree(mut entries: Vec<Entry>, subdirs: u64) -> Tree {
+pub(crate) fn make_tree(mut entries: Vec<Entry>, subdirs: u64) -> Result<Tree, IngestError> {
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Tree { oid: git_tree_oid(&entries), record: dir::encode(&entries), subdirs }
+    let record = dir::encode(&entries)
+        .map_err(|e| IngestError::BadContent(format!("a directory of the module cannot be stored: {e}")))?;
+    Ok(Tree { oid: git_tree_oid(&entries), record, subdirs })
 }
 
 /// Git's tree id: entries ordered as if directory names ended in '/'.

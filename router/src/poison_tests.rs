@@ -1,0 +1,100 @@
+//! A panic while a router lock is held must not turn every later call into an
+//! error: the router runs against a stand-in node over real TCP, threads
+//! panic while holding its locks, and the NFS backend calls that take those
+//! locks still answer correctly.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use monofs_net::ns::NsEntry;
+use monofs_net::proto::{frame, frame_len, NodeAddr, Request, Response};
+use monofs_nfs::Backend;
+
+use crate::Router;
+
+/// A one-shard node holding its values in memory.
+fn stand_in_node() -> NodeAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let store: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let (mut s, store) = (s.unwrap(), store.clone());
+            std::thread::spawn(move || loop {
+                let mut hdr = [0u8; 4];
+                if s.read_exact(&mut hdr).is_err() {
+                    return;
+                }
+                let mut body = vec![0u8; frame_len(hdr).unwrap()];
+                s.read_exact(&mut body).unwrap();
+                let mut st = store.lock().unwrap();
+                let resp = match Request::decode(&body).unwrap() {
+                    Request::Hello => Response::HelloOk { node_id: "n1".into(), shards: 1, this_shard: 0 },
+                    Request::PutBatch(items) => {
+                        st.extend(items);
+                        Response::Ok
+                    }
+                    Request::Get { key, offset, len } => match st.get(&key) {
+                        Some(v) => {
+                            let start = (offset as usize).min(v.len());
+                            Response::Data(v[start..(start + len as usize).min(v.len())].to_vec())
+                        }
+                        None => Response::NotFound,
+                    },
+                    other => Response::Error(format!("not a node request: {other:?}")),
+                };
+                let mut out = Vec::new();
+                resp.encode(&mut out);
+                s.write_all(&frame(&out).unwrap()).unwrap();
+            });
+        }
+    });
+    NodeAddr { id: "n1".into(), addr }
+}
+
+fn repo(path: &str) -> NsEntry {
+    NsEntry {
+        path: path.into(),
+        url: format!("https://{path}"),
+        git_ref: "main".into(),
+        commit: [1; 20],
+        root_tree: [2; 20],
+        commit_time: 1_600_000_000,
+        root_subdirs: 0,
+    }
+}
+
+/// Panic on another thread while holding the lock `which` picks.
+fn panic_holding<T: Send + 'static>(r: &Arc<Router>, which: fn(&Router) -> &Mutex<T>) {
+    let r = r.clone();
+    let joined = std::thread::spawn(move || {
+        let _guard = which(&r).lock();
+        panic!("injected panic under a router lock");
+    })
+    .join();
+    assert!(joined.is_err());
+}
+
+#[test]
+fn a_panic_under_a_router_lock_does_not_spread() {
+    let router = Arc::new(Router::new(vec![stand_in_node()], 1, vec![]));
+    router.publish(repo("github.com/org/one")).unwrap();
+    let root = router.mount(b"/").unwrap();
+    let (host, _) = router.lookup(&root, b"github.com").unwrap();
+
+    panic_holding(&router, |r| &r.ns_write);
+    panic_holding(&router, |r| &r.ns);
+    assert!(router.ns.is_poisoned() && router.ns_write.is_poisoned());
+
+    // Every call that takes those locks still answers, and answers right.
+    assert_eq!(router.lookup(&root, b"github.com").unwrap().0, host);
+    router.publish(repo("github.com/org/two")).unwrap();
+    let (org, _) = router.lookup(&host, b"org").unwrap();
+    let page = router.readdir(&org, 0, 1 << 16).unwrap();
+    let names: Vec<&[u8]> = page.entries.iter().map(|e| e.name.as_slice()).collect();
+    assert_eq!(names, [b"one".as_slice(), b"two".as_slice()]);
+    assert_eq!(router.mount(b"/github.com/org/two").map(|_| ()), Ok(()));
+    assert_eq!(router.lookup(&org, b"three").map(|_| ()), Err(monofs_nfs::Status::NoEnt));
+}

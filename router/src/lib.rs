@@ -63,11 +63,19 @@ pub struct Router {
     pub(crate) blocks: ByteLru<(Oid, u64), Vec<u8>>,
     pub(crate) metrics: Metrics,
     pub(crate) flights: Arc<lazy::Flights>,
+    /// MAC key of the file handles this router mints and accepts.
+    pub(crate) handle_key: handle::HandleKey,
 }
 
 impl Router {
-    pub fn new(nodes: Vec<NodeAddr>, replication: usize, fetchers: Vec<String>) -> Router {
+    pub fn new(
+        nodes: Vec<NodeAddr>,
+        replication: usize,
+        fetchers: Vec<String>,
+        cluster_key: &monofs_net::key::ClusterKey,
+    ) -> Router {
         Router {
+            handle_key: handle::HandleKey::new(cluster_key),
             cluster: Cluster::new(nodes, replication),
             fetchers,
             ns: Mutex::new(None),
@@ -173,7 +181,7 @@ impl RouterHandle {
 }
 
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
-    let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers));
+    let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key));
     let shutdown = Arc::new(AtomicBool::new(false));
     let nfs = TcpListener::bind(cfg.nfs_listen)
         .with_context(|| format!("cannot listen for NFS on {}", cfg.nfs_listen))?;

@@ -3,6 +3,7 @@
 //! fetchers. It keeps caches only: everything it knows can be rebuilt from the
 //! nodes, so a router can die and another take over with the same handles.
 
+pub mod admin_token;
 pub mod backend;
 pub mod cache;
 pub mod handle;
@@ -51,6 +52,9 @@ pub struct RouterConfig {
     pub refresh_interval: Option<Duration>,
     /// The cluster's shared secret (node and fetcher traffic, file handle MACs).
     pub cluster_key: monofs_net::key::ClusterKey,
+    /// Bearer token of the HTTP endpoints that change state; None accepts
+    /// them from loopback only.
+    pub admin_token: Option<admin_token::AdminToken>,
 }
 
 pub struct Router {
@@ -249,11 +253,11 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
         .to_ip()
         .context("HTTP server has no IP address")?;
     {
-        let (r, h) = (router.clone(), http.clone());
+        let (r, h, t) = (router.clone(), http.clone(), cfg.admin_token);
         threads.push(
             std::thread::Builder::new()
                 .name("http".into())
-                .spawn(move || http::serve(r, h))?,
+                .spawn(move || http::serve(r, h, t))?,
         );
     }
     if let Some(every) = cfg.refresh_interval {

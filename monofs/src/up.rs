@@ -126,7 +126,8 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         data.join("fetcher"),
         cluster_key.clone(),
     )?;
-    // Everything runs as the user who started it, who can read those files anyway.
+    // Its fetcher runs as the user who started it and takes ingests only through the
+    // router's token on loopback: local sources give no one more than that user has.
     fetcher_cfg.allow_local_sources = true;
     let fetcher = monofs_fetcher::start(fetcher_cfg).map_err(|e| anyhow::anyhow!("fetcher: {e:#}"))?;
     let router = monofs_router::start(monofs_router::RouterConfig {

@@ -7,6 +7,9 @@
 //! with O_DIRECT through io_uring (see [`log`] for the record format). No request
 //! crosses executors.
 
+pub mod damage;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod log;
 pub mod metrics;
 pub mod server;
@@ -248,6 +251,7 @@ async fn shard_main(ctx: ShardCtx, ready: mpsc::Sender<(usize, Result<(), String
         keys = stats.keys,
         log_bytes = stats.log_bytes,
         cut_bytes = stats.cut_bytes,
+        damaged = stats.damaged,
         table_bytes = stats.table_bytes,
         "shard serving"
     );

@@ -37,11 +37,14 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions, ReadResult};
+use std::time::{Duration, Instant};
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 use glommio::sync::Semaphore;
 use monofs_net::{MAX_FRAME, MAX_KEY};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+use crate::damage::{hex, Damage, DamageList, Found};
 use crate::metrics::ShardMetrics;
 
 /// Alignment of every record and every write (O_DIRECT block size).
@@ -76,6 +79,40 @@ const SCAN_WINDOW: usize = 4 << 20;
 /// only their meta (header, key, block table) read and checked at start; their
 /// blocks are checked by every GET.
 pub const TAIL_VERIFY: u64 = 64 << 20;
+/// The torn-tail rule of the start-up scan. Records that fail their checks
+/// (header, meta checksum, extent within the file, sequence above every record
+/// before them, and — where verified, see [`TAIL_VERIFY`] — value blocks) are
+/// skipped: the scan tries every following 4096-aligned offset until a record
+/// passes all checks, indexes it and goes on. What it skipped is then
+/// *damage*: an intact record follows it, so it was written, made durable and
+/// acknowledged before that record, and it is reported and kept in place.
+/// Only if no intact record follows and the skipped bytes start within the
+/// last `TORN_TAIL_MAX` bytes of the file are they a *torn tail*: the end of
+/// the last write, cut short by a crash before its fdatasync returned, never
+/// acknowledged. They are cut off. Skipped bytes with no intact record after
+/// them that start earlier cannot all belong to one write, so they are damage
+/// too. One write is at most [`max_write_bytes`] bytes, which this bound covers.
+pub const TORN_TAIL_MAX: u64 = TAIL_VERIFY;
+/// After a write failed for lack of space, batches are refused at once for this
+/// long; the next batch after it tries writing again.
+pub const NO_SPACE_RETRY: Duration = Duration::from_secs(2);
+
+/// The most bytes one group write can carry: a group of batches up to
+/// GROUP_MAX_BYTES, or one batch alone, whose frame (at most MAX_FRAME of keys,
+/// values and 6 bytes of framing per item) grows on disk by at most a header, a
+/// block table and two blocks of padding per item.
+pub const fn max_write_bytes() -> u64 {
+    let items = monofs_net::MAX_BATCH_ITEMS as u64;
+    let table = 8 * (MAX_FRAME as u64 / BLOCK as u64 + items);
+    let batch = MAX_FRAME as u64 + items * (HEADER_LEN as u64 + 2 * ALIGN) + table;
+    if batch > GROUP_MAX_BYTES {
+        batch
+    } else {
+        GROUP_MAX_BYTES
+    }
+}
+const _: () = assert!(max_write_bytes() <= TORN_TAIL_MAX);
+
 /// Offset of the first record: the file header takes the first block.
 pub const LOG_START: u64 = ALIGN;
 pub const FILE_MAGIC: [u8; 8] = *b"MONOFSLG";
@@ -414,6 +451,12 @@ impl Index {
             self.table_bytes -= old.sums.heap_bytes();
         }
     }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.table_bytes -= old.sums.heap_bytes();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -430,17 +473,210 @@ pub struct OpenStats {
     pub keys: usize,
     pub log_bytes: u64,
     pub cut_bytes: u64,
+    /// Damaged extents skipped and records kept with damaged value blocks.
+    pub damaged: u64,
     /// Bytes of block tables kept in the index.
     pub table_bytes: usize,
 }
 
-type Done = Rc<Cell<Option<Result<u64, String>>>>;
+/// Why a PUT_BATCH was not stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutError {
+    /// A write found no space; batches are refused for [`NO_SPACE_RETRY`], then
+    /// writing is tried again.
+    NoSpace(String),
+    /// The batch is invalid, or the shard refuses all writes until restart.
+    Refused(String),
+}
+
+impl std::fmt::Display for PutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PutError::NoSpace(m) => write!(f, "no space left on device: {m}"),
+            PutError::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
+type Done = Rc<Cell<Option<Result<u64, PutError>>>>;
 
 /// A PUT_BATCH waiting for its group's write.
 struct Pending {
     items: Vec<(Vec<u8>, Vec<u8>)>,
     bytes: u64,
     done: Done,
+}
+
+/// What the scan found at one 4096-aligned offset.
+enum Probe {
+    /// A record whose header and meta checksum are right and that fits in the
+    /// file. `bad_block` is the first value block failing its checksum, for the
+    /// records whose blocks the scan verifies.
+    Record { h: Header, l: Layout, sums: Vec<u64>, key: Vec<u8>, bad_block: Option<usize> },
+    /// No record starts here; `key` is what a decodable but unverified header names.
+    Invalid { reason: String, key: Option<Vec<u8>> },
+}
+
+/// Reads the log for the start-up scan through one window of it in memory.
+struct Scanner<'a> {
+    file: &'a DmaFile,
+    path: &'a Path,
+    size: u64,
+    /// Large records ending before this have only their meta read.
+    sparse_until: u64,
+    win: Option<ReadResult>,
+    win_start: u64,
+    /// The last record probed was read sparsely: the next is likely large too.
+    sparse: bool,
+}
+
+impl Scanner<'_> {
+    fn covered(&self, off: u64, end: u64) -> bool {
+        self.win.as_ref().is_some_and(|w| off >= self.win_start && end <= self.win_start + w.len() as u64)
+    }
+
+    /// Make `off .. off + need` be in the window, reading `want` bytes from `off`
+    /// if it is not. False if the file holds fewer bytes.
+    async fn ensure(&mut self, off: u64, need: u64, want: usize) -> anyhow::Result<bool> {
+        if !self.covered(off, off + need) {
+            let n = want.max(need as usize).min(align_up(self.size - off) as usize);
+            self.win = Some(read_aligned(self.file, self.path, off, n).await?);
+            self.win_start = off;
+        }
+        Ok(self.covered(off, off + need))
+    }
+
+    fn bytes(&self, off: u64, n: u64) -> &[u8] {
+        let at = (off - self.win_start) as usize;
+        &self.win.as_ref().unwrap()[at..at + n as usize]
+    }
+
+    async fn probe(&mut self, off: u64) -> anyhow::Result<Probe> {
+        let invalid = |reason: &str, key: Option<Vec<u8>>| Ok(Probe::Invalid { reason: reason.into(), key });
+        if self.size - off < HEADER_LEN as u64 {
+            return invalid("incomplete header", None);
+        }
+        let first = if self.sparse { ALIGN as usize } else { SCAN_WINDOW };
+        self.sparse = false;
+        if !self.ensure(off, HEADER_LEN as u64, first).await? {
+            return invalid("short read", None);
+        }
+        let Some(h) = Header::decode(self.bytes(off, HEADER_LEN as u64)) else {
+            return invalid("invalid record header", None);
+        };
+        let l = h.layout();
+        let key_end = (HEADER_LEN + l.key_len) as u64;
+        let key = self.covered(off, off + key_end).then(|| self.bytes(off, key_end)[HEADER_LEN..].to_vec());
+        if off + l.record_len > self.size {
+            return invalid(&format!("record of {} bytes extends past the end of the file", l.record_len), key);
+        }
+        let sparse = l.value_len >= ALIGNED_VALUE_MIN && off + l.record_len <= self.sparse_until;
+        // What must be in memory: the meta of a record read sparsely, else all of it.
+        let need = if sparse { align_up(l.meta_len as u64) } else { l.record_len };
+        let want = if sparse { need as usize } else { SCAN_WINDOW.max(l.record_len as usize) };
+        if !self.ensure(off, need, want).await? {
+            return invalid("short read", None);
+        }
+        let rec = self.bytes(off, need);
+        let key = rec[HEADER_LEN..HEADER_LEN + l.key_len].to_vec();
+        let (h, l, sums) = match check_meta(rec) {
+            Ok(x) => x,
+            Err(e) => return invalid(&e, Some(key)),
+        };
+        let bad_block = if sparse {
+            None
+        } else {
+            let (v0, v1) = l.blocks_range(0, l.blocks);
+            check_blocks(&rec[v0..v1], &sums).err()
+        };
+        self.sparse = sparse;
+        Ok(Probe::Record { h, l, sums, key, bad_block })
+    }
+}
+
+/// Something the scan found since the last intact record: damage if an intact
+/// record follows, else (near the end) a torn tail.
+enum Suspect {
+    /// Offsets holding no valid record.
+    Extent { start: u64, end: u64, reason: String, key: Option<Vec<u8>> },
+    /// A record with intact meta and a bad value block.
+    Blocks { off: u64, l: Layout, sums: Vec<u64>, key: Vec<u8>, block: usize },
+}
+
+impl Suspect {
+    fn start(&self) -> u64 {
+        match self {
+            Suspect::Extent { start, .. } => *start,
+            Suspect::Blocks { off, .. } => *off,
+        }
+    }
+}
+
+/// The scan met an intact record (or chose to keep the damage): everything
+/// pending before it is damage. Extents are logged and listed, and the key their
+/// header names, if any, is dropped from the index so an older record of it is
+/// not served in place of the lost one; records with bad blocks are indexed.
+fn settle(
+    pending: &mut Vec<Suspect>,
+    shard: usize,
+    path: &Path,
+    index: &mut Index,
+    damage: &mut DamageList,
+    stats: &mut OpenStats,
+) {
+    for s in pending.drain(..) {
+        let d = match s {
+            Suspect::Extent { start, end, reason, key } => {
+                if let Some(k) = &key {
+                    index.remove(k);
+                }
+                Damage { offset: start, length: end - start, key, key_verified: false, found: Found::Skipped, reason }
+            }
+            Suspect::Blocks { off, l, sums, key, block } => {
+                index.insert(key.clone(), off, &l, sums);
+                stats.records += 1;
+                let reason = format!("checksum mismatch in value block {block}");
+                Damage { offset: off, length: l.record_len, key: Some(key), key_verified: true, found: Found::BadBlocks, reason }
+            }
+        };
+        tracing::error!(
+            shard,
+            path = %path.display(),
+            offset = d.offset,
+            length = d.length,
+            key = d.key.as_deref().map(hex).unwrap_or_default(),
+            key_verified = d.key_verified,
+            "damaged log extent ({}): {}; the records around it are served",
+            d.reason,
+            if d.found == Found::Skipped { "skipped" } else { "kept, its bad blocks are refused" },
+        );
+        damage.note(d);
+        stats.damaged += 1;
+    }
+}
+
+/// Cut the torn tail `from..size` off, first copying it aside if there is room.
+async fn cut_torn_tail(file: &DmaFile, path: &Path, shard: usize, from: u64, size: u64) -> anyhow::Result<()> {
+    tracing::warn!(
+        shard,
+        path = %path.display(),
+        offset = from,
+        cut_bytes = size - from,
+        "log ends in a torn write (no intact record after offset {from}); cutting it off"
+    );
+    match save_cut_tail(path, from) {
+        Ok(p) => tracing::warn!(shard, "cut bytes saved to {}", p.display()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => tracing::warn!(
+            shard,
+            "no room to save the {} cut bytes ({e}); dropped without a copy: they were never acknowledged",
+            size - from
+        ),
+        Err(e) => anyhow::bail!("saving the cut tail of {} before truncating: {e}", path.display()),
+    }
+    // Truncation needs no free space.
+    file.truncate(from).await.map_err(|e| anyhow::anyhow!("truncating {}: {e}", path.display()))?;
+    file.fdatasync().await.map_err(|e| anyhow::anyhow!("fdatasync {}: {e}", path.display()))?;
+    Ok(())
 }
 
 pub struct ShardLog {
@@ -459,6 +695,10 @@ pub struct ShardLog {
     /// Set after a failed write or fdatasync: the tail is in an unknown state
     /// and no further write is accepted until restart.
     failed: RefCell<Option<String>>,
+    /// Set after a write found no space: until this instant batches are refused
+    /// with the message; then the next one tries writing again.
+    no_space: RefCell<Option<(Instant, String)>>,
+    damage: RefCell<DamageList>,
     /// Group writes done (each one write + one fdatasync).
     groups: Cell<u64>,
     metrics: std::sync::Arc<ShardMetrics>,
@@ -471,9 +711,9 @@ impl ShardLog {
 
     /// Open or create the log and rebuild the index by scanning it: every
     /// record's meta checksum is verified, and the block checksums of the records
-    /// in the last [`TAIL_VERIFY`] bytes and of all small ones. A torn or
-    /// invalid tail is cut off (truncated) so later appends never sit before
-    /// stale bytes. `table_budget` bounds the block tables kept in memory.
+    /// in the last [`TAIL_VERIFY`] bytes and of all small ones. Damaged records
+    /// are skipped and listed, a torn last write is cut off (see
+    /// [`TORN_TAIL_MAX`]). `table_budget` bounds the block tables kept in memory.
     pub async fn open(
         db: &Path,
         shard: usize,
@@ -496,96 +736,79 @@ impl ShardLog {
             .map_err(|e| anyhow::anyhow!("stat {}: {e}", path.display()))?;
 
         let mut index = Index { map: HashMap::new(), table_bytes: 0, table_budget };
+        let mut damage = DamageList::default();
         let mut stats = OpenStats::default();
         let mut max_seq = 0u64;
         let mut off = LOG_START;
-        // Window of the file currently in memory: [win_start, win_start + win.len()).
-        let mut win_start = 0u64;
-        let mut win: Option<ReadResult> = None;
-        // Large records before the tail: read their meta only.
-        let sparse_until = size.saturating_sub(TAIL_VERIFY);
-        let mut sparse = false;
-        let cut_reason: Option<String> = loop {
-            if off >= size {
-                break None;
-            }
-            if size - off < HEADER_LEN as u64 {
-                break Some("incomplete header".into());
-            }
-            let covered = |win: &Option<ReadResult>, win_start: u64, end: u64| {
-                win.as_ref().is_some_and(|w| off >= win_start && end <= win_start + w.len() as u64)
-            };
-            if !covered(&win, win_start, off + HEADER_LEN as u64) {
-                // After a skipped value the next record may well be large too.
-                let n = if sparse { ALIGN as usize } else { SCAN_WINDOW }.min(align_up(size - off) as usize);
-                win = Some(read_aligned(&file, &path, off, n).await?);
-                win_start = off;
-            }
-            let w = win.as_ref().unwrap();
-            let at = (off - win_start) as usize;
-            let Some(h) = Header::decode(&w[at..]) else {
-                break Some("invalid header".into());
-            };
-            let l = h.layout();
-            let rlen = l.record_len;
-            if off + rlen > size {
-                break Some(format!("record of {rlen} bytes extends past end of file"));
-            }
-            sparse = l.value_len >= ALIGNED_VALUE_MIN && off + rlen <= sparse_until;
-            // What must be in memory: the meta of a skipped record, else all of it.
-            let need = if sparse { align_up(l.meta_len as u64) } else { rlen };
-            if !covered(&win, win_start, off + need) {
-                let want = if sparse { need as usize } else { SCAN_WINDOW.max(rlen as usize) };
-                let n = want.min(align_up(size - off) as usize);
-                win = Some(read_aligned(&file, &path, off, n).await?);
-                win_start = off;
-                if !covered(&win, win_start, off + need) {
-                    break Some("short read".into());
-                }
-            }
-            let w = win.as_ref().unwrap();
-            let at = (off - win_start) as usize;
-            let rec = &w[at..at + need as usize];
-            let (h, l, sums) = match check_meta(rec) {
-                Ok(x) => x,
-                Err(e) => break Some(e),
-            };
-            if !sparse {
-                let (v0, v1) = l.blocks_range(0, l.blocks);
-                if let Err(i) = check_blocks(&rec[v0..v1], &sums) {
-                    break Some(format!("checksum mismatch in value block {i}"));
-                }
-            }
-            let key = rec[HEADER_LEN..HEADER_LEN + l.key_len].to_vec();
-            index.insert(key, off, &l, sums);
-            max_seq = max_seq.max(h.seq);
-            stats.records += 1;
-            off += rlen;
+        let mut scan = Scanner {
+            file: &file,
+            path: &path,
+            size,
+            sparse_until: size.saturating_sub(TAIL_VERIFY),
+            win: None,
+            win_start: 0,
+            sparse: false,
         };
-        if let Some(reason) = cut_reason {
-            stats.cut_bytes = size - off;
-            tracing::warn!(
-                shard,
-                path = %path.display(),
-                offset = off,
-                cut_bytes = stats.cut_bytes,
-                "log tail is torn or invalid ({reason}); cutting it off"
-            );
-            // Mid-log damage would cut good records too: keep the bytes for the
-            // operator rather than destroying them.
-            let saved = save_cut_tail(&path, off);
-            match &saved {
-                Ok(p) => tracing::warn!(shard, "cut bytes saved to {}", p.display()),
-                Err(e) => anyhow::bail!("saving the cut tail of {} before truncating: {e}", path.display()),
+        // What failed since the last intact record (see TORN_TAIL_MAX).
+        let mut pending: Vec<Suspect> = Vec::new();
+        while off < size {
+            match scan.probe(off).await? {
+                Probe::Record { h, l, sums, key, bad_block } if h.seq > max_seq => {
+                    max_seq = h.seq;
+                    match bad_block {
+                        Some(block) => pending.push(Suspect::Blocks { off, l, sums, key, block }),
+                        None => {
+                            settle(&mut pending, shard, &path, &mut index, &mut damage, &mut stats);
+                            index.insert(key, off, &l, sums);
+                            stats.records += 1;
+                        }
+                    }
+                    off += l.record_len;
+                }
+                probe => {
+                    let (reason, key) = match probe {
+                        Probe::Invalid { reason, key } => (reason, key),
+                        // Its key has a newer record: not a key to report missing.
+                        Probe::Record { h, .. } => {
+                            (format!("stale record: sequence {} is not above {max_seq}", h.seq), None)
+                        }
+                    };
+                    let end = (off + ALIGN).min(size);
+                    match pending.last_mut() {
+                        Some(Suspect::Extent { end: e, .. }) if *e == off => *e = end,
+                        _ => pending.push(Suspect::Extent { start: off, end, reason, key }),
+                    }
+                    off += ALIGN;
+                }
             }
-            file.truncate(off).await.map_err(|e| anyhow::anyhow!("truncating {}: {e}", path.display()))?;
-            file.fdatasync().await.map_err(|e| anyhow::anyhow!("fdatasync {}: {e}", path.display()))?;
         }
+        let mut end = off.min(size);
+        if let Some(first) = pending.first().map(Suspect::start) {
+            if size - first <= TORN_TAIL_MAX {
+                stats.cut_bytes = size - first;
+                end = first;
+                cut_torn_tail(&file, &path, shard, first, size).await?;
+                pending.clear();
+            } else {
+                tracing::error!(
+                    shard,
+                    path = %path.display(),
+                    offset = first,
+                    "no intact record follows damage that starts {} bytes before the end of the log, more than \
+                     one write: keeping it in place as damage, appending after it",
+                    size - first
+                );
+                settle(&mut pending, shard, &path, &mut index, &mut damage, &mut stats);
+                end = align_up(size);
+            }
+        }
+        let off = end;
         stats.keys = index.map.len();
         stats.log_bytes = off;
         stats.table_bytes = index.table_bytes;
         metrics.set_log_bytes(off);
         metrics.set_keys(index.map.len() as u64);
+        metrics.set_damaged(damage.total());
         Ok((
             ShardLog {
                 shard,
@@ -597,6 +820,8 @@ impl ShardLog {
                 queue: RefCell::new(VecDeque::new()),
                 writer: Semaphore::new(1),
                 failed: RefCell::new(None),
+                no_space: RefCell::new(None),
+                damage: RefCell::new(damage),
                 groups: Cell::new(0),
                 metrics,
             },
@@ -622,16 +847,21 @@ impl ShardLog {
     /// this batch. Batches arriving while a group is being written wait and go out
     /// together in the next group: one contiguous aligned write and one fdatasync
     /// (group commit); each is answered only after that fdatasync.
-    pub async fn put_batch(&self, items: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64, String> {
+    pub async fn put_batch(&self, items: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u64, PutError> {
         for (k, v) in &items {
             if k.len() > MAX_KEY || v.len() > MAX_FRAME {
-                return Err(format!("item too large: key {} bytes, value {} bytes", k.len(), v.len()));
+                return Err(PutError::Refused(format!(
+                    "item too large: key {} bytes, value {} bytes",
+                    k.len(),
+                    v.len()
+                )));
             }
         }
         let bytes: u64 = items.iter().map(|(k, v)| record_len(k.len(), v.len())).sum();
         let done: Done = Rc::new(Cell::new(None));
         self.queue.borrow_mut().push_back(Pending { items, bytes, done: done.clone() });
-        let _permit = self.writer.acquire_permit(1).await.map_err(|e| format!("writer closed: {e}"))?;
+        let _permit =
+            self.writer.acquire_permit(1).await.map_err(|e| PutError::Refused(format!("writer closed: {e}")))?;
         loop {
             // Written (or failed) by an earlier holder of the permit?
             if let Some(r) = done.take() {
@@ -648,11 +878,20 @@ impl ShardLog {
     async fn write_group(&self) {
         let failed = self.failed.borrow().clone();
         if let Some(why) = failed {
-            let msg = format!("shard {} refuses writes after an earlier I/O failure: {why}", self.shard);
+            let e = PutError::Refused(format!("shard {} refuses writes after an earlier I/O failure: {why}", self.shard));
             for p in self.queue.borrow_mut().drain(..) {
-                p.done.set(Some(Err(msg.clone())));
+                p.done.set(Some(Err(e.clone())));
             }
             return;
+        }
+        let no_space = self.no_space.borrow().clone();
+        if let Some((until, why)) = no_space {
+            if Instant::now() < until {
+                for p in self.queue.borrow_mut().drain(..) {
+                    p.done.set(Some(Err(PutError::NoSpace(why.clone()))));
+                }
+                return;
+            }
         }
         let group: Vec<Pending> = {
             let mut q = self.queue.borrow_mut();
@@ -690,21 +929,52 @@ impl ShardLog {
             }
             self.next_seq.set(seq);
         }
+        // After a failed write or fdatasync the state of the written pages is
+        // unknown: a later fdatasync may report success for pages the kernel
+        // already dropped (the PostgreSQL "fsyncgate" lesson), so nothing after it
+        // could be trusted to be durable. The shard refuses writes until restart,
+        // whose scan finds what really is on disk.
         let fail = |what: &str, e: String| {
             let msg = format!("{what} {} at offset {start}: {e}", self.path.display());
             tracing::error!(shard = self.shard, "{msg}");
             *self.failed.borrow_mut() = Some(msg.clone());
             for p in &group {
-                p.done.set(Some(Err(msg.clone())));
+                p.done.set(Some(Err(PutError::Refused(msg.clone()))));
             }
         };
-        match self.file.write_at(buf, start).await {
-            Ok(n) if n as u64 == total => {}
-            Ok(n) => return fail("short write to", format!("{n} of {total} bytes")),
+        let short = match self.write_at(buf, start).await {
+            Ok(n) if n as u64 == total => None,
+            // O_DIRECT writes stop short when the file system fills up.
+            Ok(n) => Some(format!("short write, {n} of {total} bytes")),
+            Err(e) if is_no_space(&e) => Some(e.to_string()),
             Err(e) => return fail("writing", e.to_string()),
+        };
+        if let Some(e) = short {
+            // Nothing of the group is indexed and the log end stays at `start`: the
+            // next write goes there, over what of this one reached the disk. Cutting
+            // that off (truncation needs no space) keeps it from being taken for
+            // records at the next start.
+            if let Err(te) = self.file.truncate(start).await {
+                return fail("cutting a failed write off", format!("{e}; then truncating: {te}"));
+            }
+            let why = format!(
+                "shard {} refuses writes; reads continue ({e}: {total} bytes at offset {start} of {}; writing is \
+                 tried again {NO_SPACE_RETRY:?} after the failure)",
+                self.shard,
+                self.path.display()
+            );
+            tracing::error!(shard = self.shard, "no space left on device: {why}");
+            *self.no_space.borrow_mut() = Some((Instant::now() + NO_SPACE_RETRY, why.clone()));
+            for p in &group {
+                p.done.set(Some(Err(PutError::NoSpace(why.clone()))));
+            }
+            return;
         }
-        if let Err(e) = self.file.fdatasync().await {
+        if let Err(e) = self.fdatasync().await {
             return fail("fdatasync", e.to_string());
+        }
+        if self.no_space.borrow_mut().take().is_some() {
+            tracing::info!(shard = self.shard, "log writes succeed again after running out of space");
         }
         self.append.set(start + total);
         self.groups.set(self.groups.get() + 1);
@@ -725,7 +995,60 @@ impl ShardLog {
     /// disk blocks that hold the value blocks covering that range (and the record's
     /// meta if its block table is not in the index) and verifying just those blocks.
     /// The result points into the read buffer (no copy).
+    /// A record found damaged is added to the damage list.
     pub async fn get(&self, key: &[u8], offset: u64, len: u32) -> Result<Option<ReadResult>, GetError> {
+        let r = self.read_value(key, offset, len).await;
+        if let Err(GetError::Corrupt(m)) = &r {
+            self.note_read_damage(key, m);
+        }
+        r
+    }
+
+    fn note_read_damage(&self, key: &[u8], reason: &str) {
+        let Some((offset, length)) = self.index.borrow().map.get(key).map(|e| (e.offset, e.record_len as u64)) else {
+            return;
+        };
+        let d = Damage {
+            offset,
+            length,
+            key: Some(key.to_vec()),
+            key_verified: true,
+            found: Found::Read,
+            reason: reason.to_string(),
+        };
+        let mut list = self.damage.borrow_mut();
+        if list.note(d) {
+            self.metrics.set_damaged(list.total());
+        }
+    }
+
+    /// The damage list as the `DAMAGED` op answers it.
+    pub fn damage_json(&self, node: &str, shard: u16) -> serde_json::Value {
+        self.damage.borrow().to_json(node, shard, &self.path.display().to_string())
+    }
+
+    /// Damaged extents and records known (listed or not).
+    pub fn damaged(&self) -> u64 {
+        self.damage.borrow().total()
+    }
+
+    async fn write_at(&self, buf: DmaBuffer, pos: u64) -> std::io::Result<usize> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(e) = crate::fault::check(&self.path, crate::fault::Fault::NoSpace) {
+            return Err(e);
+        }
+        self.file.write_at(buf, pos).await.map_err(io_error)
+    }
+
+    async fn fdatasync(&self) -> std::io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(e) = crate::fault::check(&self.path, crate::fault::Fault::FdatasyncFails) {
+            return Err(e);
+        }
+        self.file.fdatasync().await.map_err(io_error)
+    }
+
+    async fn read_value(&self, key: &[u8], offset: u64, len: u32) -> Result<Option<ReadResult>, GetError> {
         let (rec_off, l, from, to, cached) = {
             let index = self.index.borrow();
             let Some(e) = index.map.get(key) else {
@@ -803,7 +1126,8 @@ impl ShardLog {
     }
 }
 
-/// Copy `path[off..]` to `path.cut-<off>-<unix secs>` (plain blocking I/O, at start only).
+/// Copy `path[off..]` to `path.cut-<off>-<unix secs>` (plain blocking I/O, at
+/// start only). A copy that failed is removed.
 fn save_cut_tail(path: &Path, off: u64) -> std::io::Result<PathBuf> {
     use std::io::{Seek, SeekFrom};
     let secs = std::time::SystemTime::now()
@@ -811,12 +1135,32 @@ fn save_cut_tail(path: &Path, off: u64) -> std::io::Result<PathBuf> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let dest = path.with_extension(format!("log.cut-{off}-{secs}"));
-    let mut src = std::fs::File::open(path)?;
-    src.seek(SeekFrom::Start(off))?;
-    let mut dst = std::fs::File::create(&dest)?;
-    std::io::copy(&mut src, &mut dst)?;
-    dst.sync_all()?;
-    Ok(dest)
+    let copy = || -> std::io::Result<()> {
+        let mut src = std::fs::File::open(path)?;
+        src.seek(SeekFrom::Start(off))?;
+        let mut dst = std::fs::File::create(&dest)?;
+        std::io::copy(&mut src, &mut dst)?;
+        dst.sync_all()
+    };
+    match copy() {
+        Ok(()) => Ok(dest),
+        Err(e) => {
+            let _ = std::fs::remove_file(&dest);
+            Err(e)
+        }
+    }
+}
+
+/// The OS error inside a glommio error, so ENOSPC can be told from others.
+fn io_error(e: glommio::GlommioError<()>) -> std::io::Error {
+    match e {
+        glommio::GlommioError::IoError(e) | glommio::GlommioError::EnhancedIoError { source: e, .. } => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 async fn read_aligned(file: &DmaFile, path: &Path, off: u64, n: usize) -> anyhow::Result<ReadResult> {
@@ -981,9 +1325,14 @@ mod tests {
             assert_eq!(get(&log, b"Bmid", 0, u32::MAX).await.unwrap(), mid);
             log.close().await;
             let (log, stats) = ShardLog::open(&db, 0, 1, 0, Default::default()).await.unwrap();
-            // The scan verifies meta checksums: the damaged record and all after it are cut.
-            assert_eq!((stats.records, stats.keys), (0, 0));
-            assert!(stats.cut_bytes > 0);
+            // The scan verifies meta checksums: the damaged record is skipped as
+            // damage (intact records follow it), the others are served.
+            assert_eq!((stats.records, stats.keys, stats.cut_bytes, stats.damaged), (2, 2, 0, 1));
+            assert!(get(&log, b"Bbig", 0, 10).await.is_err());
+            assert_eq!(get(&log, b"Bmid", 0, u32::MAX).await.unwrap(), mid);
+            let j = log.damage_json("n1", 0);
+            assert_eq!((j["total"].as_u64(), j["damaged"][0]["offset"].as_u64()), (Some(1), Some(LOG_START)));
+            assert_eq!(j["damaged"][0]["key"], hex(b"Bbig"));
             log.close().await;
         });
     }
@@ -1046,7 +1395,7 @@ mod tests {
             }
             // A failed shard refuses the queued and the later batches alike.
             *log.failed.borrow_mut() = Some("test".into());
-            let e = log.put_batch(vec![(b"Bx".to_vec(), vec![1])]).await.unwrap_err();
+            let e = log.put_batch(vec![(b"Bx".to_vec(), vec![1])]).await.unwrap_err().to_string();
             assert!(e.contains("refuses writes"), "{e}");
             log.close().await;
         });

@@ -14,6 +14,7 @@ pub struct ShardMetrics {
     connections: AtomicU64,
     keys: AtomicU64,
     log_bytes: AtomicU64,
+    damaged: AtomicU64,
 }
 
 /// A snapshot of one shard's counters.
@@ -35,6 +36,8 @@ pub struct ShardStats {
     pub connections: u64,
     pub keys: u64,
     pub log_bytes: u64,
+    /// Damaged extents and records the shard knows of (scan and reads).
+    pub damaged: u64,
 }
 
 /// Counters of every shard of a node.
@@ -58,6 +61,7 @@ impl NodeMetrics {
             t.connections += s.connections;
             t.keys += s.keys;
             t.log_bytes += s.log_bytes;
+            t.damaged += s.damaged;
         }
         t
     }
@@ -93,6 +97,9 @@ impl ShardMetrics {
     pub fn set_log_bytes(&self, n: u64) {
         self.log_bytes.store(n, Relaxed);
     }
+    pub fn set_damaged(&self, n: u64) {
+        self.damaged.store(n, Relaxed);
+    }
     pub fn snapshot(&self, shard: usize) -> ShardStats {
         ShardStats {
             shard,
@@ -106,6 +113,7 @@ impl ShardMetrics {
             connections: self.connections.load(Relaxed),
             keys: self.keys.load(Relaxed),
             log_bytes: self.log_bytes.load(Relaxed),
+            damaged: self.damaged.load(Relaxed),
         }
     }
 }

@@ -16,7 +16,8 @@ use monofs_net::hrw::shard_of;
 use monofs_net::proto::{frame_len, op, Request, Response};
 use monofs_net::MAX_FRAME;
 
-use crate::log::{GetError, ShardLog};
+use crate::damage::hex;
+use crate::log::{GetError, PutError, ShardLog};
 use crate::metrics::ShardMetrics;
 
 /// Connections one shard serves at once; more are closed on accept.
@@ -119,7 +120,10 @@ impl Shard {
                         self.metrics.put(n, bytes);
                         Response::Ok
                     }
-                    Err(e) => Response::Error(e),
+                    Err(PutError::NoSpace(why)) => {
+                        Response::Error(format!("no space left on device: node {} {why}", self.node_id))
+                    }
+                    Err(PutError::Refused(e)) => Response::Error(e),
                 }
             }
             Request::Get { .. } => unreachable!("GET is handled by handle"),
@@ -133,15 +137,12 @@ impl Shard {
                     None => Response::NotFound,
                 }
             }
+            Request::Damaged => Response::Data(self.log.damage_json(&self.node_id, self.index).to_string().into_bytes()),
             Request::Ingest(_) | Request::FetchBlob(_) | Request::Status => {
                 Response::Error("this is a MonoFS storage node; INGEST, FETCH_BLOB and STATUS go to a fetcher".into())
             }
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Accept connections until the listener fails in a way retrying cannot fix.

@@ -24,6 +24,9 @@ pub enum AdminCmd {
     },
     /// Each fetcher's health, cache size, hit rate and fetches in flight.
     Fetchers(Common),
+    /// Damaged log extents and keys each node found (at start-up or on reads):
+    /// records there are skipped and read from other replicas.
+    Damaged(Common),
     /// Write a new random cluster key to FILE (mode 0600; an existing file is never
     /// overwritten). Give the same file to every router, node and fetcher
     /// (`--cluster-key-file`).
@@ -106,6 +109,17 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
             let bearer = token.bearer(&c.router)?;
             crate::ingest_cmd::follow(&c.router, "/api/refresh", body, &storage_id, c.json, bearer.as_deref())?
         }
+        AdminCmd::Damaged(c) => match get(&c, "/api/damaged") {
+            Err(code) => code,
+            Ok(v) if c.json => {
+                println!("{v}");
+                all_answered(&v)
+            }
+            Ok(v) => {
+                print_damaged(&v);
+                all_answered(&v)
+            }
+        },
         AdminCmd::Fetchers(c) => match get(&c, "/api/fetchers") {
             Err(code) => code,
             Ok(v) if c.json => {
@@ -148,4 +162,44 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
             }
         },
     })
+}
+
+fn all_answered(nodes: &Value) -> ExitCode {
+    if nodes.as_array().into_iter().flatten().any(|n| n.get("error").is_some()) {
+        ExitCode::from(exit::UNREACHABLE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_damaged(nodes: &Value) {
+    for n in nodes.as_array().into_iter().flatten() {
+        let id = n["node"].as_str().unwrap_or("?");
+        if let Some(e) = n["error"].as_str() {
+            println!("{id}: DOWN {e}");
+            continue;
+        }
+        println!("{id}: {} damaged", num(n, "total"));
+        for s in n["shards"].as_array().into_iter().flatten() {
+            let entries = s["damaged"].as_array().map(Vec::as_slice).unwrap_or_default();
+            for d in entries {
+                let key = match (d["key"].as_str(), d["key_verified"].as_bool()) {
+                    (Some(k), Some(true)) => k.to_string(),
+                    (Some(k), _) => format!("{k} (unverified)"),
+                    (None, _) => "-".into(),
+                };
+                println!(
+                    "  shard {} offset {} length {} {} key {key}: {}",
+                    num(s, "shard"),
+                    num(d, "offset"),
+                    num(d, "length"),
+                    d["found"].as_str().unwrap_or("?"),
+                    d["reason"].as_str().unwrap_or("")
+                );
+            }
+            if num(s, "total") > entries.len() as u64 {
+                println!("  shard {}: {} more not listed", num(s, "shard"), num(s, "total") - entries.len() as u64);
+            }
+        }
+    }
 }

@@ -3,14 +3,16 @@
 //! never through MonoFS's own server code.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 
 use nfs3_client::nfs3_types::nfs3::{
     self, cookieverf3, diropargs3, fattr3, filename3, ftype3, nfs_fh3, nfsstat3, Nfs3Option,
     Nfs3Result,
 };
-use nfs3_client::tokio::TokioConnector;
+use nfs3_client::tokio::TokioIo;
 use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
+use tokio::net::{TcpSocket, TcpStream};
 use serde_json::json;
 
 use crate::exit;
@@ -22,6 +24,10 @@ pub struct PathArgs {
     /// Router NFS address.
     #[arg(long, env = "MONOFS_SERVER", default_value = "127.0.0.1:20490")]
     pub server: String,
+    /// Local address to connect from (the router's export rules admit clients by
+    /// address); default: chosen by the system.
+    #[arg(long, env = "MONOFS_BIND")]
+    pub bind: Option<IpAddr>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -41,7 +47,39 @@ const READ_SIZE: u32 = 1 << 20;
 /// Bytes asked for per READDIRPLUS.
 const DIR_SIZE: u32 = 256 << 10;
 
-type Conn = Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>;
+type Conn = Nfs3Connection<TokioIo<TcpStream>>;
+
+/// Connects from `--bind` if given, from any address otherwise.
+struct Connector(Option<IpAddr>);
+
+impl nfs3_client::net::Connector for Connector {
+    type Connection = TokioIo<TcpStream>;
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<Self::Connection> {
+        self.connect_with_port(addr, 0).await
+    }
+
+    async fn connect_with_port(
+        &self,
+        addr: SocketAddr,
+        local_port: u16,
+    ) -> std::io::Result<Self::Connection> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        let any = if addr.is_ipv4() {
+            IpAddr::from([0u8; 4])
+        } else {
+            IpAddr::from([0u8; 16])
+        };
+        if self.0.is_some() || local_port != 0 {
+            socket.bind(SocketAddr::new(self.0.unwrap_or(any), local_port))?;
+        }
+        Ok(TokioIo::new(socket.connect(addr).await?))
+    }
+}
 
 enum Fail {
     NotFound(String),
@@ -77,18 +115,24 @@ fn block_on<F: std::future::Future<Output = Result<(), Fail>>>(f: F) -> Result<(
         .unwrap_or_else(|_| Err(Fail::Unreachable("the server stopped answering".into())))
 }
 
-async fn connect(server: &str) -> Result<Conn, Fail> {
+async fn connect(server: &str, bind: Option<IpAddr>) -> Result<Conn, Fail> {
     let (host, port) = server
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
         .ok_or_else(|| Fail::Other(format!("--server '{server}' is not host:port")))?;
-    Nfs3ConnectionBuilder::new(TokioConnector, host, "/")
+    Nfs3ConnectionBuilder::new(Connector(bind), host, "/")
         .connect_from_privileged_port(false)
         .mount_port(port)
         .nfs3_port(port)
         .mount()
         .await
-        .map_err(|e| Fail::Unreachable(format!("cannot mount {server}:/: {e}")))
+        .map_err(|e| match e {
+            // Reached and refused: the router's export rules do not admit this address or port.
+            nfs3_client::ConnectError::Mount(nfs3_client::MountError::Denied(s)) => {
+                Fail::Other(format!("{server} refused the mount of /: {s:?}"))
+            }
+            e => Fail::Unreachable(format!("cannot mount {server}:/: {e}")),
+        })
 }
 
 fn status_fail(what: &str, path: &str, s: nfsstat3) -> Fail {
@@ -165,7 +209,7 @@ fn attr_json(a: &fattr3) -> serde_json::Value {
 pub fn ls(a: &LsArgs) -> anyhow::Result<ExitCode> {
     let p = &a.p;
     finish(block_on(async {
-        let mut c = connect(&p.server).await?;
+        let mut c = connect(&p.server, p.bind).await?;
         let (dir, attr) = resolve(&mut c, &p.path).await?;
         if !matches!(attr.type_, ftype3::NF3DIR) {
             return Err(Fail::Other(format!("{}: not a directory", p.path)));
@@ -233,7 +277,7 @@ pub fn ls(a: &LsArgs) -> anyhow::Result<ExitCode> {
 
 pub fn cat(p: &PathArgs) -> anyhow::Result<ExitCode> {
     finish(block_on(async {
-        let mut c = connect(&p.server).await?;
+        let mut c = connect(&p.server, p.bind).await?;
         let (fh, attr) = resolve(&mut c, &p.path).await?;
         if !matches!(attr.type_, ftype3::NF3REG) {
             return Err(Fail::Other(format!("{}: not a regular file", p.path)));
@@ -275,7 +319,7 @@ pub fn cat(p: &PathArgs) -> anyhow::Result<ExitCode> {
 
 pub fn stat(p: &PathArgs) -> anyhow::Result<ExitCode> {
     finish(block_on(async {
-        let mut c = connect(&p.server).await?;
+        let mut c = connect(&p.server, p.bind).await?;
         let (fh, a) = resolve(&mut c, &p.path).await?;
         let mut v = attr_json(&a);
         v["path"] = json!(p.path);

@@ -101,6 +101,8 @@ struct RouterArgs {
     refresh_interval: Option<u64>,
     #[command(flatten)]
     key: KeyArg,
+    #[command(flatten)]
+    exports: ExportsArg,
 }
 
 #[derive(clap::Args)]
@@ -158,6 +160,25 @@ struct KeyArg {
 impl KeyArg {
     fn load(&self) -> anyhow::Result<monofs_net::key::ClusterKey> {
         Ok(monofs_net::key::ClusterKey::load(&self.cluster_key_file)?)
+    }
+}
+
+/// The NFS export rules of `monofs router` and `monofs up`.
+#[derive(clap::Args)]
+pub struct ExportsArg {
+    /// Export rules in /etc/exports form (docs/exports.md): which client
+    /// addresses may mount and call, ro/rw, root_squash/all_squash, secure ports.
+    /// Default: `/ *(ro,root_squash,insecure)`.
+    #[arg(long, value_name = "FILE")]
+    exports: Option<PathBuf>,
+}
+
+impl ExportsArg {
+    pub fn load(&self) -> anyhow::Result<monofs_nfs::Exports> {
+        match &self.exports {
+            None => Ok(monofs_nfs::Exports::default()),
+            Some(path) => Ok(monofs_nfs::Exports::load(path)?),
+        }
     }
 }
 
@@ -247,6 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .map(monofs_router::admin_token::AdminToken::load)
                     .transpose()?,
+                exports: a.exports.load()?,
             })?;
             up::wait_for_signal();
             h.shutdown();

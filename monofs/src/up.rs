@@ -70,6 +70,8 @@ pub struct UpArgs {
     content: String,
     #[command(flatten)]
     fetcher: crate::FetcherTuning,
+    #[command(flatten)]
+    exports: crate::ExportsArg,
     /// Exit after the ingests instead of serving (for scripts).
     #[arg(long)]
     exit_after_ingest: bool,
@@ -90,6 +92,8 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         a.shards >= 1 && a.shards <= 8,
         "--shards must be 1..=8 (ports node_port+10k+shard)"
     );
+    // Before anything starts: a broken exports file must not leave nodes running.
+    let exports = a.exports.load()?;
     let data = a
         .data_dir
         .clone()
@@ -140,6 +144,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         refresh_interval: a.refresh_interval.map(Duration::from_secs),
         cluster_key,
         admin_token: Some(admin_token),
+        exports,
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 

@@ -12,6 +12,7 @@ pub mod op {
     pub const INGEST: u8 = 0x10;
     pub const FETCH_BLOB: u8 = 0x11;
     pub const STATUS: u8 = 0x12;
+    pub const DAMAGED: u8 = 0x05;
     pub const OK: u8 = 0x80;
     pub const DATA: u8 = 0x81;
     pub const NOT_FOUND: u8 = 0x82;
@@ -78,6 +79,9 @@ pub enum Request {
     FetchBlob(FetchBlobRequest),
     /// A fetcher's health and cache figures, answered as DATA holding JSON.
     Status,
+    /// A node shard's list of damaged log extents and keys, answered as DATA
+    /// holding JSON (bounded: a count plus at most 1000 entries).
+    Damaged,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +162,9 @@ impl Request {
             Request::Status => {
                 w.u8(op::STATUS);
             }
+            Request::Damaged => {
+                w.u8(op::DAMAGED);
+            }
         }
     }
 
@@ -205,6 +212,7 @@ impl Request {
                 nodes: decode_nodes(&mut r)?,
             }),
             op::STATUS => Request::Status,
+            op::DAMAGED => Request::Damaged,
             other => return Err(DecodeError::UnknownOp(other)),
         };
         r.finish()?;
@@ -351,6 +359,7 @@ mod tests {
         rt_req(Request::Get { key: b"Tabc".to_vec(), offset: 5, len: 9 });
         rt_req(Request::Stat { key: b"x".to_vec() });
         rt_req(Request::Status);
+        rt_req(Request::Damaged);
         rt_req(Request::FetchBlob(FetchBlobRequest {
             kind: SourceKind::Git,
             url: "u".into(),

@@ -22,9 +22,10 @@ pub trait Backend: Send + Sync + 'static {
     fn cookie_verifier(&self, dir: &[u8]) -> Result<[u8; 8], Status>;
     fn fsstat(&self, fh: &[u8]) -> Result<FsStat, Status>;
 
-    /// ACCESS. The namespace is read-only and the backend sees no credentials, so the
-    /// default grants READ, LOOKUP (directories) and EXECUTE (non-directories) when any of
-    /// the owner/group/other bits allow it, and never MODIFY, EXTEND or DELETE.
+    /// ACCESS. The backend sees no credentials, so the default grants READ, LOOKUP
+    /// (directories) and EXECUTE (non-directories) when any of the owner/group/other bits
+    /// allow it, and never MODIFY, EXTEND or DELETE; the nfs layer then keeps only the
+    /// bits the caller's squashed identity holds (`permission::access_bits`).
     fn access(&self, fh: &[u8], requested: u32) -> Result<(Fattr, u32), Status> {
         let attr = self.getattr(fh)?;
         let mut granted = 0;

@@ -34,8 +34,8 @@ pub enum MountReply {
     Mnt(Result<(Fh, Vec<u32>), MountStatus>),
     /// (hostname, directory) pairs.
     Dump(Vec<(Vec<u8>, Vec<u8>)>),
-    /// Export paths, each open to every client (no groups).
-    Export(Vec<Vec<u8>>),
+    /// Export paths, each with the groups (client names) it is exported to.
+    Export(Vec<(Vec<u8>, Vec<Vec<u8>>)>),
 }
 
 pub fn decode_call(proc_: u32, args: &[u8]) -> Result<MountCall, ArgError> {
@@ -72,10 +72,14 @@ pub fn encode_reply(e: &mut Encoder, r: &MountReply) {
             e.bool(false);
         }
         MountReply::Export(list) => {
-            for dir in list {
+            for (dir, groups) in list {
                 e.bool(true);
                 e.opaque(dir);
-                e.bool(false); // no groups: exported to everyone
+                for g in groups {
+                    e.bool(true);
+                    e.opaque(g);
+                }
+                e.bool(false);
             }
             e.bool(false);
         }

@@ -2,8 +2,10 @@
 //! Wire sizes come from `nfs3_xdr`; no bytes are read or written here.
 
 use crate::backend::Backend;
+use crate::exports::Cred;
 use crate::limits::{Limits, IO_MULTIPLE, MAX_FILE_SIZE, NFS3_FHSIZE, NFS3_MAXNAMLEN, NFS3_MAXPATHLEN, READDIR_BACKEND_PAGE};
 use crate::nfs3_xdr::*;
+use crate::permission;
 use crate::types::*;
 
 /// PATHCONF: the namespace has no hard links beyond the one name.
@@ -13,7 +15,21 @@ const TIME_DELTA: Time = Time { seconds: 0, nseconds: 1 };
 /// FSINFO properties: symlinks, homogeneous PATHCONF, settable times (no hard links).
 const FS_PROPERTIES: u32 = FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME;
 
-pub fn run(b: &dyn Backend, limits: &Limits, call: Nfs3Call) -> Nfs3Reply {
+/// Who is calling, as the export rules admitted them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The identity after squashing.
+    pub cred: Cred,
+    /// `rw` export; otherwise every mutating procedure answers ROFS.
+    pub writable: bool,
+}
+
+pub fn run(b: &dyn Backend, limits: &Limits, caller: &Caller, call: Nfs3Call) -> Nfs3Reply {
+    if !caller.writable && mutates(&call) {
+        // knfsd: nfsd_permission answers nfserr_rofs for a write on a read-only export.
+        return refuse(&call, Status::Rofs);
+    }
+    let cred = &caller.cred;
     match call {
         Nfs3Call::Null => Nfs3Reply::Null,
         Nfs3Call::Getattr(fh) => Nfs3Reply::Getattr(sane(b.getattr(&fh))),
@@ -21,16 +37,21 @@ pub fn run(b: &dyn Backend, limits: &Limits, call: Nfs3Call) -> Nfs3Reply {
             Ok(attr) => Nfs3Reply::Setattr(Status::Ok, Some(attr)),
             Err(s) => Nfs3Reply::Setattr(s, None),
         },
-        Nfs3Call::Lookup(args) => lookup(b, args),
+        Nfs3Call::Lookup(args) => lookup(b, cred, args),
         Nfs3Call::Access(fh, requested) => match sane(b.access(&fh, requested)) {
-            Ok((attr, bits)) => Nfs3Reply::Access(Ok(bits), Some(attr)),
+            Ok((attr, bits)) => {
+                let bits = bits & permission::access_bits(&attr, cred, caller.writable);
+                Nfs3Reply::Access(Ok(bits), Some(attr))
+            }
             Err(s) => Nfs3Reply::Access(Err(s), None),
         },
+        // No mode check: knfsd's nfsd_readlink verifies the handle with NFSD_MAY_NOP, and
+        // a symlink's target is no secret from whoever may look the link up.
         Nfs3Call::Readlink(fh) => {
             let res = sane(b.readlink(&fh));
             Nfs3Reply::Readlink(res, b.getattr(&fh).ok())
         }
-        Nfs3Call::Read { file, offset, count } => read(b, limits, &file, offset, count),
+        Nfs3Call::Read { file, offset, count } => read(b, limits, cred, &file, offset, count),
         Nfs3Call::Write(args) => match sane(b.write(&args)) {
             Ok(w) => Nfs3Reply::Write(Ok(w), b.getattr(&args.file).ok()),
             Err(s) => Nfs3Reply::Write(Err(s), None),
@@ -71,12 +92,12 @@ pub fn run(b: &dyn Backend, limits: &Limits, call: Nfs3Call) -> Nfs3Reply {
             Err(s) => Nfs3Reply::Link(s, None, None),
         },
         Nfs3Call::Readdir(args) => {
-            let res = fill_dir(b, limits, &args, false);
-            Nfs3Reply::Readdir(res, b.getattr(&args.dir).ok())
+            let (res, attr) = list_dir(b, limits, cred, &args, false);
+            Nfs3Reply::Readdir(res, attr)
         }
         Nfs3Call::Readdirplus(args) => {
-            let res = fill_dir(b, limits, &args, true);
-            Nfs3Reply::Readdirplus(res, b.getattr(&args.dir).ok())
+            let (res, attr) = list_dir(b, limits, cred, &args, true);
+            Nfs3Reply::Readdirplus(res, attr)
         }
         Nfs3Call::Fsstat(fh) => {
             let res = sane(b.fsstat(&fh));
@@ -94,6 +115,51 @@ pub fn run(b: &dyn Backend, limits: &Limits, call: Nfs3Call) -> Nfs3Reply {
             Ok(verf) => Nfs3Reply::Commit(Ok(verf), b.getattr(&args.file).ok()),
             Err(s) => Nfs3Reply::Commit(Err(s), None),
         },
+    }
+}
+
+/// Procedures that change the namespace or a file's contents or attributes.
+fn mutates(call: &Nfs3Call) -> bool {
+    matches!(
+        call,
+        Nfs3Call::Setattr(_)
+            | Nfs3Call::Write(_)
+            | Nfs3Call::Create(_)
+            | Nfs3Call::Mkdir(_)
+            | Nfs3Call::Symlink(_)
+            // MKNOD of a type it cannot make is BADTYPE first, as in knfsd.
+            | Nfs3Call::Mknod(_, Some(_))
+            | Nfs3Call::Remove(_)
+            | Nfs3Call::Rmdir(_)
+            | Nfs3Call::Rename(_)
+            | Nfs3Call::Link(_)
+            | Nfs3Call::Commit(_)
+    )
+}
+
+/// The reply to `call` failing with `s` before the backend was asked (no attributes).
+pub fn refuse(call: &Nfs3Call, s: Status) -> Nfs3Reply {
+    match call {
+        Nfs3Call::Null => Nfs3Reply::Null,
+        Nfs3Call::Getattr(_) => Nfs3Reply::Getattr(Err(s)),
+        Nfs3Call::Setattr(_) => Nfs3Reply::Setattr(s, None),
+        Nfs3Call::Lookup(_) => Nfs3Reply::Lookup(Err(s), None),
+        Nfs3Call::Access(..) => Nfs3Reply::Access(Err(s), None),
+        Nfs3Call::Readlink(_) => Nfs3Reply::Readlink(Err(s), None),
+        Nfs3Call::Read { .. } => Nfs3Reply::Read(Err(s), None),
+        Nfs3Call::Write(_) => Nfs3Reply::Write(Err(s), None),
+        Nfs3Call::Create(_) | Nfs3Call::Mkdir(_) | Nfs3Call::Symlink(_) | Nfs3Call::Mknod(..) => {
+            Nfs3Reply::Create(Err(s), None)
+        }
+        Nfs3Call::Remove(_) | Nfs3Call::Rmdir(_) => Nfs3Reply::Remove(s, None),
+        Nfs3Call::Rename(_) => Nfs3Reply::Rename(s, None, None),
+        Nfs3Call::Link(_) => Nfs3Reply::Link(s, None, None),
+        Nfs3Call::Readdir(_) => Nfs3Reply::Readdir(Err(s), None),
+        Nfs3Call::Readdirplus(_) => Nfs3Reply::Readdirplus(Err(s), None),
+        Nfs3Call::Fsstat(_) => Nfs3Reply::Fsstat(Err(s), None),
+        Nfs3Call::Fsinfo(_) => Nfs3Reply::Fsinfo(Err(s), None),
+        Nfs3Call::Pathconf(_) => Nfs3Reply::Pathconf(Err(s), None),
+        Nfs3Call::Commit(_) => Nfs3Reply::Commit(Err(s), None),
     }
 }
 
@@ -134,14 +200,44 @@ fn check_target(target: &[u8]) -> Result<(), Status> {
     Ok(())
 }
 
-fn lookup(b: &dyn Backend, args: DirOpArgs) -> Nfs3Reply {
+fn lookup(b: &dyn Backend, cred: &Cred, args: DirOpArgs) -> Nfs3Reply {
+    let dir_attr = b.getattr(&args.dir).ok();
+    if dir_attr.as_ref().is_some_and(|a| !permission::may_search(a, cred)) {
+        return Nfs3Reply::Lookup(Err(Status::Acces), dir_attr);
+    }
     let res = check_name(&args.name)
         .and_then(|_| b.lookup(&args.dir, &args.name))
         .and_then(|(fh, attr)| sane_fh(&fh).map(|_| (fh, Some(attr))));
-    Nfs3Reply::Lookup(sane(res), b.getattr(&args.dir).ok())
+    Nfs3Reply::Lookup(sane(res), dir_attr)
 }
 
-fn read(b: &dyn Backend, limits: &Limits, fh: &[u8], offset: u64, count: u32) -> Nfs3Reply {
+/// The object's attributes if `allowed` grants `cred` access to it; they double as the
+/// reply's post-op attributes, which a read does not change.
+fn checked_attr(
+    b: &dyn Backend,
+    fh: &[u8],
+    cred: &Cred,
+    allowed: fn(&Fattr, &Cred) -> bool,
+) -> Result<Fattr, (Status, PostOp)> {
+    match sane(b.getattr(fh)) {
+        Ok(attr) if allowed(&attr, cred) => Ok(attr),
+        Ok(attr) => Err((Status::Acces, Some(attr))),
+        Err(s) => Err((s, None)),
+    }
+}
+
+fn list_dir(b: &dyn Backend, limits: &Limits, cred: &Cred, args: &ReaddirArgs, plus: bool) -> (Result<DirList, Status>, PostOp) {
+    match checked_attr(b, &args.dir, cred, permission::may_read) {
+        Ok(attr) => (fill_dir(b, limits, args, plus), Some(attr)),
+        Err((s, attr)) => (Err(s), attr),
+    }
+}
+
+fn read(b: &dyn Backend, limits: &Limits, cred: &Cred, fh: &[u8], offset: u64, count: u32) -> Nfs3Reply {
+    let attr = match checked_attr(b, fh, cred, permission::may_read) {
+        Ok(attr) => attr,
+        Err((s, attr)) => return Nfs3Reply::Read(Err(s), attr),
+    };
     // Clients learn rtmax from FSINFO; a larger request is served short, not refused.
     let count = count.min(limits.max_io);
     let res = sane(b.read(fh, offset, count)).map(|(mut data, eof)| {
@@ -153,7 +249,7 @@ fn read(b: &dyn Backend, limits: &Limits, fh: &[u8], offset: u64, count: u32) ->
             (data, eof)
         }
     });
-    Nfs3Reply::Read(res, b.getattr(fh).ok())
+    Nfs3Reply::Read(res, Some(attr))
 }
 
 fn created(b: &dyn Backend, dir: &[u8], res: Result<(Fh, Fattr), Status>) -> Nfs3Reply {

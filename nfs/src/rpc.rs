@@ -1,5 +1,6 @@
 //! ONC RPC v2 message headers (RFC 1831 §8-9): decoding a CALL, encoding every REPLY.
-//! Credentials are validated for shape only; the backend sees no identities.
+//! AUTH_NONE and AUTH_SYS credentials are decoded here; what they grant is decided by
+//! the export rules (`exports`, `permission`), and the backend sees no identities.
 
 use crate::limits::{AUTH_UNIX_MAX_GIDS, AUTH_UNIX_MAX_MACHINENAME, MAX_AUTH_BYTES};
 use crate::xdr::{Decoder, Encoder};
@@ -39,7 +40,15 @@ pub struct CallHeader {
     pub prog: u32,
     pub vers: u32,
     pub proc_: u32,
-    pub cred_flavor: u32,
+    pub auth: Auth,
+}
+
+/// The caller's credential as sent (RFC 1831 §9.1-9.2), before any squashing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// authsys_parms without the stamp and machine name, which grant nothing.
+    Sys { uid: u32, gid: u32, gids: Vec<u32> },
 }
 
 /// Why a record did not yield a dispatchable call.
@@ -84,37 +93,35 @@ pub fn decode_call(record: &[u8]) -> Result<(CallHeader, &[u8]), HeaderError> {
         return Err(bad_cred);
     }
     d.fixed(verf_len).map_err(|_| HeaderError::Malformed)?;
-    let cred_ok = match cred_flavor {
-        AUTH_NONE => true,
-        AUTH_UNIX => valid_auth_unix(cred_body),
-        _ => false,
+    let auth = match cred_flavor {
+        AUTH_NONE => Some(Auth::None),
+        AUTH_UNIX => auth_sys(cred_body),
+        _ => None,
     };
     // AUTH_NONE and AUTH_UNIX calls carry an AUTH_NONE verifier (RFC 1831 §9.1-9.2);
     // tolerate any body length within the bound as Linux knfsd does.
-    if !cred_ok || verf_flavor != AUTH_NONE {
-        return Err(bad_cred);
+    match auth {
+        Some(auth) if verf_flavor == AUTH_NONE => Ok((CallHeader { xid, prog, vers, proc_, auth }, d.rest())),
+        _ => Err(bad_cred),
     }
-    Ok((CallHeader { xid, prog, vers, proc_, cred_flavor }, d.rest()))
 }
 
-/// RFC 1831 Appendix A authsys_parms, checked to fill its body exactly.
-fn valid_auth_unix(body: &[u8]) -> bool {
+/// RFC 1831 Appendix A authsys_parms, which must fill its body exactly.
+fn auth_sys(body: &[u8]) -> Option<Auth> {
     let mut d = Decoder::new(body);
-    let ok = (|| {
+    let auth = (|| {
         d.u32()?; // stamp
         d.opaque(AUTH_UNIX_MAX_MACHINENAME)?;
-        d.u32()?; // uid
-        d.u32()?; // gid
+        let uid = d.u32()?;
+        let gid = d.u32()?;
         let n = d.u32()? as usize;
         if n > AUTH_UNIX_MAX_GIDS {
             return Err(crate::xdr::XdrError);
         }
-        for _ in 0..n {
-            d.u32()?;
-        }
-        Ok::<(), crate::xdr::XdrError>(())
+        let gids = (0..n).map(|_| d.u32()).collect::<Result<Vec<_>, _>>()?;
+        Ok::<Auth, crate::xdr::XdrError>(Auth::Sys { uid, gid, gids })
     })();
-    ok.is_ok() && d.remaining() == 0
+    auth.ok().filter(|_| d.remaining() == 0)
 }
 
 fn accepted_header(xid: u32, e: &mut Encoder) {
@@ -222,8 +229,9 @@ mod tests {
         let (h, args) = decode_call(&rec).unwrap();
         assert_eq!((h.xid, h.prog, h.vers, h.proc_), (5, 100003, 3, 1));
         assert!(args.is_empty());
+        assert_eq!(h.auth, Auth::None);
         let rec = auth_unix_call(3, false);
-        assert_eq!(decode_call(&rec).unwrap().0.cred_flavor, AUTH_UNIX);
+        assert_eq!(decode_call(&rec).unwrap().0.auth, Auth::Sys { uid: 1000, gid: 1000, gids: vec![0, 1, 2] });
     }
 
     #[test]

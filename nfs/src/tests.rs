@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::dispatch::{handle, Services};
+use crate::dispatch::{handle, Exported, Services};
 use crate::nfs3_xdr::{self, procs, FATTR3_SIZE, FSF3_LINK};
 use crate::portmap_xdr::{IPPROTO_TCP, IPPROTO_UDP};
 use crate::rpc::encode_call;
@@ -92,13 +92,22 @@ impl Backend for Mem {
 }
 
 fn svc(n: u64) -> Services {
-    Services { backend: Some(Arc::new(Mem { n })), limits: Limits::default(), ports: Ports { nfs: 2049, mount: 2050, portmap: 111, portmap_udp: true } }
+    svc_exported(n, Exports::default())
+}
+
+fn svc_exported(n: u64, exports: Exports) -> Services {
+    let backend = Exported { fs: Arc::new(Mem { n }), exports: Arc::new(exports) };
+    Services { backend: Some(backend), limits: Limits::default(), ports: Ports { nfs: 2049, mount: 2050, portmap: 111, portmap_udp: true } }
 }
 
 fn call(svc: &Services, prog: u32, vers: u32, proc_: u32, args: impl FnOnce(&mut Encoder)) -> Vec<u8> {
+    call_from(svc, PEER, prog, vers, proc_, args)
+}
+
+fn call_from(svc: &Services, peer: std::net::SocketAddr, prog: u32, vers: u32, proc_: u32, args: impl FnOnce(&mut Encoder)) -> Vec<u8> {
     let mut e = encode_call(0xabcd, prog, vers, proc_);
     args(&mut e);
-    handle(&e.into_inner(), svc, PEER).expect("a reply")
+    handle(&e.into_inner(), svc, peer).expect("a reply")
 }
 
 /// Checks an accepted reply's header and returns (accept_stat, body).
@@ -248,8 +257,27 @@ fn mount_and_export() {
     let mut d = success(&r);
     assert!(d.bool().unwrap());
     assert_eq!(d.opaque(1024).unwrap(), b"/");
+    assert!(d.bool().unwrap(), "the default rules' one group");
+    assert_eq!(d.opaque(1024).unwrap(), b"*");
     assert!(!d.bool().unwrap());
     assert!(!d.bool().unwrap());
+    assert_eq!(d.remaining(), 0);
+    // No export line: nothing is exported.
+    let none = svc_exported(0, Exports::parse("# nothing\n", "t").unwrap());
+    let r = call(&none, 100005, 3, 5, |_| {});
+    let mut d = success(&r);
+    assert!(!d.bool().unwrap());
+    assert_eq!(d.remaining(), 0);
+    let two = svc_exported(0, Exports::parse("/ 10.0.0.0/8 ::1", "t").unwrap());
+    let r = call(&two, 100005, 3, 5, |_| {});
+    let mut d = success(&r);
+    assert!(d.bool().unwrap());
+    assert_eq!(d.opaque(1024).unwrap(), b"/");
+    for g in [&b"10.0.0.0/8"[..], b"::1"] {
+        assert!(d.bool().unwrap());
+        assert_eq!(d.opaque(1024).unwrap(), g);
+    }
+    assert_eq!((d.bool().unwrap(), d.bool().unwrap()), (false, false));
 }
 
 #[test]
@@ -417,4 +445,62 @@ fn fattr_encoding_size() {
     let mut e = Encoder::new();
     nfs3_xdr::put_fattr(&mut e, &attr(Ftype::Lnk, 9));
     assert_eq!(e.len(), FATTR3_SIZE);
+}
+
+#[test]
+fn export_rules_per_peer() {
+    let s = svc_exported(0, Exports::parse("/ 10.0.0.0/8(rw) 127.0.0.1(insecure) 192.168.0.0/16", "t").unwrap());
+    let at = |ip: &str, port: u16| std::net::SocketAddr::new(ip.parse().unwrap(), port);
+    let getattr = |peer| call_from(&s, peer, 100003, 3, procs::GETATTR, |e| e.opaque(ROOT));
+    let mnt = |peer| call_from(&s, peer, 100005, 3, 1, |e| e.opaque(b"/"));
+    // Unnamed address: MNT ACCES, NFS calls denied AUTH_BADCRED, NULL and EXPORT still answered.
+    let stranger = at("172.16.0.1", 700);
+    assert_eq!(success(&mnt(stranger)).u32().unwrap(), MountStatus::Acces as u32);
+    let r = getattr(stranger);
+    assert_eq!(r.len(), 20);
+    assert_eq!(Decoder::new(&r[8..]).u32().unwrap(), 1, "MSG_DENIED");
+    assert_eq!(Decoder::new(&r[12..]).u32().unwrap(), 1, "AUTH_ERROR");
+    assert_eq!(Decoder::new(&r[16..]).u32().unwrap(), 1, "AUTH_BADCRED");
+    success(&call_from(&s, stranger, 100003, 3, procs::NULL, |_| {}));
+    success(&call_from(&s, stranger, 100005, 3, 5, |_| {}));
+    // secure: a privileged port is admitted, an unprivileged one gets MNT ACCES / NFS3ERR_PERM.
+    assert_eq!(success(&mnt(at("192.168.3.4", 1023))).u32().unwrap(), 0);
+    assert_eq!(success(&getattr(at("192.168.3.4", 1023))).u32().unwrap(), 0);
+    assert_eq!(success(&mnt(at("192.168.3.4", 1024))).u32().unwrap(), MountStatus::Acces as u32);
+    let r = getattr(at("192.168.3.4", 40000));
+    let mut d = success(&r);
+    assert_eq!(d.u32().unwrap(), Status::Perm as u32);
+    assert_eq!(d.remaining(), 0);
+    assert_eq!(success(&getattr(at("127.0.0.1", 40000))).u32().unwrap(), 0, "insecure");
+    let null = call_from(&s, at("192.168.3.4", 40000), 100003, 3, procs::NULL, |_| {});
+    assert_eq!(success(&null).remaining(), 0, "NULL answers an insecure port");
+    // rw lets a write reach the backend (which is read-only itself); ro answers first.
+    let write = |peer| {
+        call_from(&s, peer, 100003, 3, procs::SETATTR, |e| {
+            e.opaque(ROOT);
+            for _ in 0..6 {
+                e.u32(0);
+            }
+            e.u32(0);
+        })
+    };
+    assert_eq!(success(&write(at("10.1.1.1", 1000))).u32().unwrap(), Status::Rofs as u32);
+    assert_eq!(success(&write(at("192.168.3.4", 1000))).u32().unwrap(), Status::Rofs as u32);
+}
+
+#[test]
+fn access_follows_the_squashed_identity() {
+    // Mem serves root-owned 0755 entries: everyone may read and search, no one changes.
+    for rules in ["/ *(insecure)", "/ *(insecure,no_root_squash)", "/ *(insecure,all_squash)"] {
+        let s = svc_exported(0, Exports::parse(rules, "t").unwrap());
+        let r = call(&s, 100003, 3, procs::ACCESS, |e| {
+            e.opaque(ROOT);
+            e.u32(0x3f);
+        });
+        let mut d = success(&r);
+        assert_eq!(d.u32().unwrap(), 0);
+        assert!(d.bool().unwrap());
+        d.fixed(FATTR3_SIZE).unwrap();
+        assert_eq!(d.u32().unwrap(), access::READ | access::LOOKUP, "{rules}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API: `POST /api/ingest` (streams NDJSON progress), `GET /api/repos`,
-//! `GET /metrics` (Prometheus), `GET /healthz`.
+//! `GET /api/damaged` (what each node found damaged in its logs), `GET /metrics`
+//! (Prometheus), `GET /healthz`.
 //!
 //! Endpoints that change state (`POST`) need the admin token as a bearer
 //! token when the router has one, and come from loopback when it has none;
@@ -102,7 +103,11 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
         (Method::Get, "/metrics") => Response::from_data(
             router
                 .metrics
-                .render(router.dirs.bytes(), router.blocks.bytes())
+                .render(
+                    router.dirs.bytes(),
+                    router.blocks.bytes(),
+                    &crate::damaged::counts(&crate::damaged::query(&router.cluster)),
+                )
                 .into_bytes(),
         )
         .with_header(header("Content-Type", "text/plain; version=0.0.4")),
@@ -110,6 +115,9 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
             Ok(repos) => json_response(200, &Value::Array(repos.iter().map(entry_json).collect())),
             Err(e) => json_response(503, &json!({"error": e})),
         },
+        (Method::Get, "/api/damaged") => {
+            json_response(200, &Value::Array(crate::damaged::query(&router.cluster)))
+        }
         (Method::Get, "/api/fetchers") => {
             json_response(200, &Value::Array(router.fetcher_status()))
         }

@@ -6,6 +6,7 @@
 pub mod admin_token;
 pub mod backend;
 pub mod cache;
+pub mod damaged;
 pub mod handle;
 pub mod http;
 pub mod ingest;
@@ -55,6 +56,9 @@ pub struct RouterConfig {
     /// Bearer token of the HTTP endpoints that change state; None accepts
     /// them from loopback only.
     pub admin_token: Option<admin_token::AdminToken>,
+    /// Which NFS clients may mount and call, and as whom (docs/exports.md);
+    /// `Exports::default()` is `/ *(ro,root_squash,insecure)`.
+    pub exports: monofs_nfs::Exports,
 }
 
 pub struct Router {
@@ -198,15 +202,15 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     };
     let mut threads = Vec::new();
     let backend: Arc<dyn monofs_nfs::Backend> = router.clone();
+    let exports = Arc::new(cfg.exports);
     {
-        let (b, s) = (backend.clone(), shutdown.clone());
+        let (b, x, s) = (backend.clone(), exports.clone(), shutdown.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("nfs-accept".into())
                 .spawn(move || {
-                    if let Err(e) =
-                        monofs_nfs::serve_tcp(nfs, b, monofs_nfs::Limits::default(), ports, s)
-                    {
+                    let limits = monofs_nfs::Limits::default();
+                    if let Err(e) = monofs_nfs::serve_tcp_exported(nfs, b, x, limits, ports, s) {
                         tracing::error!(error = %e, "NFS server stopped");
                     }
                 })?,
@@ -221,14 +225,13 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
         })?;
         let udp =
             UdpSocket::bind(addr).with_context(|| format!("cannot bind PORTMAP UDP on {addr}"))?;
-        let (b, s) = (backend.clone(), shutdown.clone());
+        let (b, x, s) = (backend.clone(), exports.clone(), shutdown.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("portmap-tcp".into())
                 .spawn(move || {
-                    if let Err(e) =
-                        monofs_nfs::serve_tcp(tcp, b, monofs_nfs::Limits::default(), ports, s)
-                    {
+                    let limits = monofs_nfs::Limits::default();
+                    if let Err(e) = monofs_nfs::serve_tcp_exported(tcp, b, x, limits, ports, s) {
                         tracing::error!(error = %e, "PORTMAP TCP server stopped");
                     }
                 })?,

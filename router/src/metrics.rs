@@ -26,7 +26,13 @@ impl Metrics {
         c.fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self, dir_cache_bytes: usize, block_cache_bytes: usize) -> String {
+    /// `node_damaged`: each answering node's count of damaged log extents and records.
+    pub fn render(
+        &self,
+        dir_cache_bytes: usize,
+        block_cache_bytes: usize,
+        node_damaged: &[(String, u64)],
+    ) -> String {
         let mut s = String::new();
         let ops = [
             ("getattr", &self.getattr),
@@ -126,6 +132,14 @@ impl Metrics {
             "Ingests that failed.",
             self.ingests_failed.load(Relaxed),
         );
+        s.push_str(
+            "# HELP monofs_node_damaged_records Damaged log extents and records a node found \
+             (start-up scan and reads) since it started.\n# TYPE monofs_node_damaged_records gauge\n",
+        );
+        for (node, n) in node_damaged {
+            let node = node.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = writeln!(s, "monofs_node_damaged_records{{node=\"{node}\"}} {n}");
+        }
         s
     }
 }

@@ -20,6 +20,7 @@ fn start(token: Option<AdminToken>) -> monofs_router::RouterHandle {
         refresh_interval: None,
         cluster_key: ClusterKey::from_bytes([5; KEY_LEN]),
         admin_token: token,
+        exports: monofs_nfs::Exports::default(),
     })
     .unwrap()
 }

@@ -60,28 +60,47 @@ fn free_ports(shards: usize) -> u16 {
 }
 
 pub fn start_at(db: &Path, shards: usize, port: u16) -> anyhow::Result<NodeHandle> {
+    start_named_at(db, shards, port, "n1")
+}
+
+fn start_named_at(db: &Path, shards: usize, port: u16, id: &str) -> anyhow::Result<NodeHandle> {
     start(NodeConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        node_id: "n1".into(),
+        node_id: id.into(),
         db_path: db.to_path_buf(),
         shards,
         cluster_key: test_key(),
     })
 }
 
-/// Start a node on free ports, retrying if another process took one meanwhile.
+/// Start node "n1" on free ports, retrying if another process took one meanwhile.
 pub fn start_node(db: &Path, shards: usize) -> (NodeHandle, String) {
+    start_named(db, shards, "n1")
+}
+
+/// Start node `id` on free ports.
+pub fn start_named(db: &Path, shards: usize, id: &str) -> (NodeHandle, String) {
     init_tracing();
     let mut last = None;
     for _ in 0..20 {
         let port = free_ports(shards);
-        match start_at(db, shards, port) {
+        match start_named_at(db, shards, port, id) {
             Ok(h) => return (h, format!("127.0.0.1:{port}")),
             Err(e) if format!("{e:#}").contains("binding") => last = Some(e),
             Err(e) => panic!("start failed: {e:#}"),
         }
     }
     panic!("no free ports: {last:?}");
+}
+
+/// Run `f` on a glommio executor set up as a shard's.
+pub fn run_local<T>(f: impl std::future::Future<Output = T>) -> T {
+    monofs_engine::check_io_uring().unwrap();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(monofs_engine::IO_MEMORY)
+        .make()
+        .unwrap()
+        .run(f)
 }
 
 pub fn client(addr: &str) -> NodeClient {

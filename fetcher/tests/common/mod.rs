@@ -129,7 +129,9 @@ fn serve(mut s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: boo
                 Some(Stored::Digest(l, _)) => Response::Size(*l),
                 None => Response::NotFound,
             },
-            Request::Ingest(_) | Request::FetchBlob(_) | Request::Status => Response::Error("not a fetcher".into()),
+            Request::Ingest(_) | Request::FetchBlob(_) | Request::Status | Request::Damaged => {
+                Response::Error("not a fetcher".into())
+            }
         };
         let mut out = Vec::new();
         resp.encode(&mut out);

@@ -10,6 +10,10 @@ use std::sync::Arc;
 use monofs_nfs::*;
 
 pub const HELLO: &[u8] = b"hello, monofs\n";
+pub const SECRET: &[u8] = b"root only\n";
+pub const MINE: &[u8] = b"uid 1000 only\n";
+/// Owner of /sub/mine.txt (0600).
+pub const USER: u32 = 1000;
 pub const MANY: usize = 3000;
 pub const BIG_LEN: usize = 300 * 1024 + 17;
 
@@ -28,19 +32,29 @@ enum Node {
 }
 
 /// Handles are the node's path ("/" for the root); fileids are positions in the map.
+/// Everything is root's and world-readable (0755 / 0644) except the entries in `owners`.
 pub struct MemFs {
     nodes: BTreeMap<Vec<u8>, (u64, Node)>,
+    /// Path → (mode, uid, gid) for the private entries under /sub.
+    owners: BTreeMap<Vec<u8>, (u32, u32, u32)>,
 }
 
 impl MemFs {
     pub fn new() -> MemFs {
-        let mut fs = MemFs { nodes: BTreeMap::new() };
+        let mut fs = MemFs { nodes: BTreeMap::new(), owners: BTreeMap::new() };
         fs.add(b"/", Node::Dir(Vec::new()));
         fs.add_child(b"/", b"hello.txt", Node::File(HELLO.to_vec()));
         fs.add_child(b"/", b"big.bin", Node::File(big_content()));
         fs.add_child(b"/", b"link", Node::Link(b"hello.txt".to_vec()));
         fs.add_child(b"/", b"sub", Node::Dir(Vec::new()));
         fs.add_child(b"/sub", b"nested.txt", Node::File(b"nested\n".to_vec()));
+        fs.add_child(b"/sub", b"secret.txt", Node::File(SECRET.to_vec()));
+        fs.owners.insert(b"/sub/secret.txt".to_vec(), (0o600, 0, 0));
+        fs.add_child(b"/sub", b"vault", Node::Dir(Vec::new()));
+        fs.owners.insert(b"/sub/vault".to_vec(), (0o700, 0, 0));
+        fs.add_child(b"/sub/vault", b"inner.txt", Node::File(SECRET.to_vec()));
+        fs.add_child(b"/sub", b"mine.txt", Node::File(MINE.to_vec()));
+        fs.owners.insert(b"/sub/mine.txt".to_vec(), (0o600, USER, USER));
         fs.add_child(b"/", b"many", Node::Dir(Vec::new()));
         for i in 0..MANY {
             fs.add_child(b"/many", many_name(i).as_bytes(), Node::File(Vec::new()));
@@ -82,8 +96,9 @@ impl Backend for MemFs {
             Node::File(d) => (Ftype::Reg, 0o644, d.len() as u64),
             Node::Link(t) => (Ftype::Lnk, 0o777, t.len() as u64),
         };
+        let (mode, uid, gid) = self.owners.get(fh).copied().unwrap_or((mode, 0, 0));
         let t = Time { seconds: 1_700_000_000, nseconds: 0 };
-        Ok(Fattr { ftype, mode, nlink: 1, uid: 0, gid: 0, size, used: size, rdev: (0, 0), fsid: 7, fileid: *id, atime: t, mtime: t, ctime: t })
+        Ok(Fattr { ftype, mode, nlink: 1, uid, gid, size, used: size, rdev: (0, 0), fsid: 7, fileid: *id, atime: t, mtime: t, ctime: t })
     }
     fn lookup(&self, dir: &[u8], name: &[u8]) -> Result<(Fh, Fattr), Status> {
         let Node::Dir(children) = &self.node(dir)?.1 else { return Err(Status::NotDir) };
@@ -148,11 +163,24 @@ impl Drop for Server {
 }
 
 pub fn start(limits: Limits) -> Server {
+    start_with(limits, None)
+}
+
+/// A server under the export rules `exports` (exports file text).
+pub fn start_exported(exports: &str) -> Server {
+    start_with(Limits::default(), Some(Exports::parse(exports, "test exports").unwrap()))
+}
+
+fn start_with(limits: Limits, exports: Option<Exports>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Arc::new(AtomicBool::new(false));
     let ports = Ports { nfs: addr.port(), mount: addr.port(), portmap: addr.port(), portmap_udp: false };
     let flag = shutdown.clone();
-    std::thread::spawn(move || serve_tcp(listener, Arc::new(MemFs::new()), limits, ports, flag).unwrap());
+    let fs = Arc::new(MemFs::new());
+    std::thread::spawn(move || match exports {
+        None => serve_tcp(listener, fs, limits, ports, flag).unwrap(),
+        Some(x) => serve_tcp_exported(listener, fs, Arc::new(x), limits, ports, flag).unwrap(),
+    });
     Server { addr, shutdown }
 }

@@ -146,7 +146,7 @@ pub fn main(a: IngestArgs) -> Result<()> {
         })
     };
     let r = env::run_ok(
-        Command::new(&bin).arg("ingest").arg(&url).args(["--source-id", &format!("local/{name}"), "--router", &mono.router()]),
+        mono.ingest_command(&bin, &url).args(["--source-id", &format!("local/{name}")]),
         "monofs ingest",
     );
     let fetched = t0.elapsed();

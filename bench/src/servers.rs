@@ -43,6 +43,7 @@ pub struct MonoFs {
     _proc: Proc,
     pub nfs_port: u16,
     pub http_port: u16,
+    data: PathBuf,
 }
 
 impl MonoFs {
@@ -65,7 +66,7 @@ impl MonoFs {
                 bail!("monofs up did not start:\n{}", proc_.log_tail());
             }
         }
-        Ok(MonoFs { _proc: proc_, nfs_port: p[0], http_port: p[1] })
+        Ok(MonoFs { _proc: proc_, nfs_port: p[0], http_port: p[1], data })
     }
 
     pub fn pid(&self) -> u32 {
@@ -76,10 +77,17 @@ impl MonoFs {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// `monofs ingest URL` against this cluster, with its admin token.
+    pub fn ingest_command(&self, bin: &Path, url: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("ingest").arg(url).args(["--router", &self.router()]).arg("--admin-token-file").arg(self.data.join("admin.token"));
+        c
+    }
+
     /// `monofs ingest PATH`; returns the wall-clock time it took.
     pub fn ingest(&self, bin: &Path, repo: &Path) -> Result<Duration> {
         let t = Instant::now();
-        env::run_ok(Command::new(bin).arg("ingest").arg(repo).args(["--router", &self.router()]), "monofs ingest")?;
+        env::run_ok(&mut self.ingest_command(bin, repo), "monofs ingest")?;
         Ok(t.elapsed())
     }
 

@@ -105,10 +105,11 @@ pub fn ingest(
         return gomod::ingest(cache_dir, &gomod::GoModOptions::default(), req, progress);
     }
     // Without a server there is no prefetcher: a lazy ingest through this
-    // function stores the trees only, and blobs come by FETCH_BLOB.
+    // function stores the trees only, and blobs come by FETCH_BLOB. The caller
+    // is this process, not a client, so local sources are its own to read.
     let cache = cache::Cache::open(cache_dir, DEFAULT_MAX_CACHE_BYTES, DEFAULT_CACHE_AGE)
         .map_err(|e| IngestError::Cache { path: cache_dir.to_path_buf(), source: e })?;
-    service::Service::new(cache, git::FETCH_TIMEOUT, 0)
+    service::Service::new(cache, git::FETCH_TIMEOUT, 0, true)
         .ingest_git(req, progress)
         .map(|i| vec![i.entry])
 }
@@ -133,6 +134,9 @@ pub struct FetcherConfig {
     /// The cluster's shared secret: only holders may talk to this fetcher, and it
     /// presents it to the nodes.
     pub cluster_key: monofs_net::key::ClusterKey,
+    /// Fetch local paths and file:// URLs too. Off by default: any client that
+    /// may ingest could then publish whatever repository this process can read.
+    pub allow_local_sources: bool,
 }
 
 impl FetcherConfig {
@@ -148,6 +152,7 @@ impl FetcherConfig {
             prefetch_workers: DEFAULT_PREFETCH_WORKERS,
             gomod_proxy: None,
             gosum_file: None,
+            allow_local_sources: false,
         }
     }
 }
@@ -223,7 +228,7 @@ pub fn start(cfg: FetcherConfig) -> anyhow::Result<FetcherHandle> {
     let cache = cache::Cache::open(&cfg.cache_dir, cfg.max_cache_bytes, cfg.cache_age)
         .with_context(|| format!("opening fetch cache {}", cfg.cache_dir.display()))?;
     cache.spawn_janitor(stop.clone())?;
-    let svc = service::Service::new(cache, cfg.fetch_timeout, cfg.prefetch_workers);
+    let svc = service::Service::new(cache, cfg.fetch_timeout, cfg.prefetch_workers, cfg.allow_local_sources);
     svc.prefetch.spawn_workers(cfg.prefetch_workers, stop.clone())?;
     let shared = Arc::new(Shared {
         gomod: gomod::GoModOptions {

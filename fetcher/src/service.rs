@@ -49,6 +49,8 @@ pub(crate) struct Service {
     pub prefetch: Arc<Prefetcher>,
     pub fetch_timeout: Duration,
     pub prefetch_workers: usize,
+    /// Whether local paths and file:// URLs may be fetched (`FetcherConfig::allow_local_sources`).
+    pub allow_local_sources: bool,
     flights: Mutex<HashMap<FlightKey, Arc<Flight>>>,
     slots: Mutex<usize>,
     slot_free: Condvar,
@@ -69,8 +71,9 @@ fn keyed_lock(path: &Path) -> Arc<Mutex<()>> {
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Service {
-    pub fn new(cache: Arc<Cache>, fetch_timeout: Duration, prefetch_workers: usize) -> Service {
+    pub fn new(cache: Arc<Cache>, fetch_timeout: Duration, prefetch_workers: usize, allow_local_sources: bool) -> Service {
         Service {
+            allow_local_sources,
             prefetch: Prefetcher::new(cache.clone()),
             cache,
             fetch_timeout,
@@ -106,7 +109,7 @@ impl Service {
         if req.nodes.is_empty() {
             return Err(IngestError::BadRequest("no storage nodes given".into()));
         }
-        let fetch_url = url::fetch_url(&req.url)?;
+        let fetch_url = url::fetch_url(&req.url, self.allow_local_sources)?;
         let repo_dir = self.repo_dir(&fetch_url);
         let pin = format!("{:016x}", xxh3_64(req.git_ref.as_bytes()));
         let _lease = self.cache.lease(&repo_dir);
@@ -318,7 +321,7 @@ impl Service {
         if req.chunks == 0 {
             return Ok(());
         }
-        let fetch_url = url::fetch_url(&req.url)?;
+        let fetch_url = url::fetch_url(&req.url, self.allow_local_sources)?;
         let shown = url::redact(&req.url);
         let cluster = Cluster::new(req.nodes.clone(), req.replication as usize);
         let range = req.first_chunk..end as u32;

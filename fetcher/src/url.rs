@@ -150,9 +150,15 @@ pub(crate) fn parse(url: &str) -> Result<Remote, IngestError> {
 }
 
 /// The URL handed to `git fetch`: the URL itself, except that local paths are
-/// made absolute.
-pub(crate) fn fetch_url(url: &str) -> Result<String, IngestError> {
+/// made absolute. Local paths and file:// URLs only with `allow_local`: every
+/// fetch goes through here, so this is where the fetcher's file system is
+/// closed to its clients.
+pub(crate) fn fetch_url(url: &str, allow_local: bool) -> Result<String, IngestError> {
     match parse(url)? {
+        Remote::Local { .. } if !allow_local => Err(bad(
+            url,
+            "local paths and file:// URLs are refused: the fetcher was not started with --allow-local-sources",
+        )),
         Remote::Local { path } if !url.contains("://") => Ok(path),
         _ => Ok(url.to_string()),
     }
@@ -295,6 +301,19 @@ mod tests {
         ] {
             let e = namespace_path(bad_url, "");
             assert!(e.is_err(), "{bad_url} gave {e:?}");
+        }
+    }
+
+    #[test]
+    fn local_sources_need_permission() {
+        for u in ["/x/y/repo", "file:///x/y/repo", "FILE://localhost/x/repo", "./repo", "repo"] {
+            let e = fetch_url(u, false).unwrap_err().to_string();
+            assert!(e.contains("--allow-local-sources"), "{u}: {e}");
+            assert!(fetch_url(u, true).is_ok(), "{u}");
+        }
+        assert_eq!(fetch_url("/x/y/repo", true).unwrap(), "/x/y/repo");
+        for u in ["https://h/x", "git@h:x", "ssh://h/x"] {
+            assert_eq!(fetch_url(u, false).unwrap(), u);
         }
     }
 

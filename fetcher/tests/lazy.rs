@@ -17,6 +17,7 @@ fn fetcher(cache: &Path, workers: usize, max_cache_bytes: u64) -> (FetcherHandle
     let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), cache.to_path_buf(), common::test_key());
     cfg.prefetch_workers = workers;
     cfg.max_cache_bytes = max_cache_bytes;
+    cfg.allow_local_sources = true;
     let h = start(cfg).unwrap();
     let addr = h.local_addr().to_string();
     (h, addr)
@@ -407,6 +408,7 @@ fn bad_remotes_fail_within_bounds_and_store_nothing() {
     let nodes = vec![node.node_addr()];
     let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), common::test_key());
     cfg.fetch_timeout = Duration::from_secs(3);
+    cfg.allow_local_sources = true;
     let h = start(cfg).unwrap();
     let addr = h.local_addr().to_string();
 

@@ -30,12 +30,56 @@ fn ingest_over(conn: &mut Conn, req: IngestRequest) -> Outcome {
     }
 }
 
+fn local_ok(mut cfg: FetcherConfig) -> FetcherConfig {
+    cfg.allow_local_sources = true;
+    cfg
+}
+
+#[test]
+fn local_sources_only_when_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = fixture_repo(tmp.path());
+    let node = FakeNode::start("solo", false);
+    let cfg = |dir: &str| FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join(dir), common::test_key());
+    let req = |url: String| IngestRequest {
+        kind: monofs_net::proto::SourceKind::Git,
+        content: monofs_net::proto::ContentMode::Eager,
+        url,
+        git_ref: String::new(),
+        source_id: String::new(),
+        replication: 1,
+        nodes: vec![node.node_addr()],
+    };
+    let urls = [repo.display().to_string(), format!("file://{}", repo.display())];
+
+    // The default: refused before git runs, with the flag named.
+    let closed = start(cfg("closed")).unwrap();
+    let mut conn = Conn::connect(&closed.local_addr().to_string()).unwrap();
+    for u in &urls {
+        let msg = ingest_over(&mut conn, req(u.clone())).0.unwrap_err();
+        assert!(msg.contains("--allow-local-sources"), "{u}: {msg}");
+    }
+    assert!(
+        std::fs::read_dir(tmp.path().join("closed")).unwrap().flatten().all(|e| !e.path().join("objects").exists()),
+        "nothing was fetched"
+    );
+    closed.shutdown();
+
+    let open = start(local_ok(cfg("open"))).unwrap();
+    let mut conn = Conn::connect(&open.local_addr().to_string()).unwrap();
+    for u in &urls {
+        let e = ingest_over(&mut conn, req(u.clone())).0.unwrap();
+        assert_eq!(e.path, "local/fixture", "{u}");
+    }
+    open.shutdown();
+}
+
 #[test]
 fn serves_ingest_with_progress_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = fixture_repo(tmp.path());
     let node = FakeNode::start("solo", false);
-    let h = start(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), common::test_key()))
+    let h = start(local_ok(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), common::test_key())))
     .unwrap();
     let addr = h.local_addr().to_string();
     let mut conn = Conn::connect(&addr).unwrap();

@@ -19,6 +19,8 @@ pub enum AdminCmd {
         storage_id: String,
         #[command(flatten)]
         c: Common,
+        #[command(flatten)]
+        token: crate::ingest_cmd::TokenArg,
     },
     /// Each fetcher's health, cache size, hit rate and fetches in flight.
     Fetchers(Common),
@@ -102,9 +104,10 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             }
         },
-        AdminCmd::Refresh { storage_id, c } => {
+        AdminCmd::Refresh { storage_id, c, token } => {
             let body = json!({"path": storage_id});
-            crate::ingest_cmd::follow(&c.router, "/api/refresh", body, &storage_id, c.json)?
+            let bearer = token.bearer(&c.router)?;
+            crate::ingest_cmd::follow(&c.router, "/api/refresh", body, &storage_id, c.json, bearer.as_deref())?
         }
         AdminCmd::Damaged(c) => match get(&c, "/api/damaged") {
             Err(code) => code,

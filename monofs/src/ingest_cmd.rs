@@ -1,6 +1,7 @@
 //! `monofs ingest`: ask a router to ingest a repository and follow its progress.
 
 use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,49 @@ pub struct IngestArgs {
     /// Print the result as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub token: TokenArg,
+}
+
+/// The admin token of the commands that change a cluster (ingest, refresh).
+#[derive(clap::Args, Clone, Default)]
+pub struct TokenArg {
+    /// File holding the router's admin token (its --admin-token-file). Default
+    /// for a router on loopback: admin.token in the data directory `monofs up`
+    /// uses by default, if there is one.
+    #[arg(long, env = "MONOFS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl TokenArg {
+    /// The Authorization header value to send to `router`, if any.
+    pub fn bearer(&self, router: &str) -> anyhow::Result<Option<String>> {
+        use monofs_router::admin_token::AdminToken;
+        let path = match &self.admin_token_file {
+            Some(p) => p.clone(),
+            None if is_loopback(router) => {
+                let p = crate::datadir::default_data_dir().join(crate::up::ADMIN_TOKEN_FILE);
+                if !p.exists() {
+                    return Ok(None);
+                }
+                p
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(AdminToken::load(&path)?.bearer()))
+    }
+}
+
+/// Whether the router URL `http://HOST[:PORT]/…` names this machine by a loopback address.
+fn is_loopback(router: &str) -> bool {
+    let rest = router.split_once("://").map_or(router, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Longest an ingest may run before this command gives up waiting.
@@ -54,7 +98,8 @@ pub fn run(a: &IngestArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("name a repository URL or --go MODULE@VERSION"),
     };
     let body = json!({"kind": kind, "content": a.content, "url": url, "ref": a.git_ref, "source_id": a.source_id});
-    follow(&a.router, "/api/ingest", body, &url, a.json)
+    let bearer = a.token.bearer(&a.router)?;
+    follow(&a.router, "/api/ingest", body, &url, a.json, bearer.as_deref())
 }
 
 /// POST `body` to a router endpoint that answers with NDJSON progress lines and
@@ -65,6 +110,7 @@ pub fn follow(
     body: serde_json::Value,
     what: &str,
     json_out: bool,
+    bearer: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let url = what;
     let agent = ureq::AgentBuilder::new()
@@ -72,7 +118,11 @@ pub fn follow(
         .timeout_read(crate::up::INGEST_SILENCE)
         .build();
     let endpoint = format!("{}{endpoint}", router.trim_end_matches('/'));
-    let resp = agent.post(&endpoint).send_json(body);
+    let mut req = agent.post(&endpoint);
+    if let Some(b) = bearer {
+        req = req.set("Authorization", b);
+    }
+    let resp = req.send_json(body);
     let resp = match resp {
         Ok(r) => r,
         Err(ureq::Error::Status(code, r)) => {
@@ -162,4 +212,17 @@ pub fn follow(
         }
     }
     anyhow::bail!("the router closed the connection before the ingest finished")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_routers() {
+        for r in ["http://127.0.0.1:20480", "http://localhost:1/", "http://[::1]:8080", "127.0.0.2:80"] {
+            assert!(super::is_loopback(r), "{r}");
+        }
+        for r in ["http://10.0.0.1:20480", "http://router.example:80", "http://[2001:db8::1]:80", ""] {
+            assert!(!super::is_loopback(r), "{r}");
+        }
+    }
 }

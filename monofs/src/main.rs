@@ -77,9 +77,15 @@ struct RouterArgs {
     /// Port of the HTTP API (ingest, repos, /metrics).
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on, for NFS and the HTTP API (0.0.0.0 or this
+    /// machine's address to serve other machines).
+    #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
+    /// File holding the token that POST requests to the HTTP API (ingest,
+    /// refresh) must present as `Authorization: Bearer TOKEN` (one line, mode
+    /// 0600). Without it, such requests are accepted from loopback only.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
     /// Storage nodes: id=host:port,id=host:port,...
     #[arg(long)]
     nodes: String,
@@ -124,12 +130,18 @@ struct FetcherArgs {
     /// Port to listen on.
     #[arg(long, default_value_t = 9200)]
     port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on (0.0.0.0 or this machine's address to serve
+    /// routers on other machines).
+    #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
     /// Directory for fetched repositories.
     #[arg(long)]
     cache_dir: PathBuf,
+    /// Also ingest repositories from this machine's file system (local paths
+    /// and file:// URLs). Off by default: whoever may ingest could otherwise
+    /// publish any repository the fetcher can read. `monofs up` turns it on.
+    #[arg(long)]
+    allow_local_sources: bool,
     #[command(flatten)]
     tuning: FetcherTuning,
     #[command(flatten)]
@@ -281,6 +293,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 refresh_interval: a.refresh_interval.map(std::time::Duration::from_secs),
                 nfs_limits: a.clients.limits(),
                 cluster_key: a.key.load()?,
+                admin_token: a
+                    .admin_token_file
+                    .as_deref()
+                    .map(monofs_router::admin_token::AdminToken::load)
+                    .transpose()?,
                 exports: a.exports.load()?,
             })?;
             up::wait_for_signal();
@@ -300,10 +317,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fetcher(a) => {
-            let h = monofs_fetcher::start(
-                a.tuning
-                    .config(SocketAddr::new(a.bind, a.port), a.cache_dir, a.key.load()?)?,
-            )?;
+            let mut c = a
+                .tuning
+                .config(SocketAddr::new(a.bind, a.port), a.cache_dir, a.key.load()?)?;
+            c.allow_local_sources = a.allow_local_sources;
+            let h = monofs_fetcher::start(c)?;
             up::wait_for_signal();
             h.shutdown();
             Ok(ExitCode::SUCCESS)

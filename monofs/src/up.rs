@@ -13,6 +13,10 @@ use crate::ingest_cmd::{self, IngestArgs};
 
 /// The cluster key's file in the data directory, created on first start.
 pub const CLUSTER_KEY_FILE: &str = "cluster.key";
+/// The router's admin token's file in the data directory, created on first
+/// start; `monofs ingest` and `monofs admin` read it from the default data
+/// directory when they talk to a router on loopback.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// Longest silence the ingest client accepts from the router.
 pub const INGEST_SILENCE: Duration = Duration::from_secs(15 * 60);
@@ -101,6 +105,8 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let loopback: IpAddr = "127.0.0.1".parse().unwrap();
     let key_file = data.join(CLUSTER_KEY_FILE);
     let cluster_key = monofs_net::key::ClusterKey::load_or_create(&key_file)?;
+    let token_file = data.join(ADMIN_TOKEN_FILE);
+    let admin_token = monofs_router::admin_token::AdminToken::load_or_create(&token_file)?;
 
     let mut nodes = Vec::new();
     let mut node_addrs = Vec::new();
@@ -121,12 +127,15 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             addr: addr.to_string(),
         });
     }
-    let fetcher = monofs_fetcher::start(a.fetcher.config(
+    let mut fetcher_cfg = a.fetcher.config(
         SocketAddr::new(loopback, a.fetcher_port),
         data.join("fetcher"),
         cluster_key.clone(),
-    )?)
-    .map_err(|e| anyhow::anyhow!("fetcher: {e:#}"))?;
+    )?;
+    // Its fetcher runs as the user who started it and takes ingests only through the
+    // router's token on loopback: local sources give no one more than that user has.
+    fetcher_cfg.allow_local_sources = true;
+    let fetcher = monofs_fetcher::start(fetcher_cfg).map_err(|e| anyhow::anyhow!("fetcher: {e:#}"))?;
     let router = monofs_router::start(monofs_router::RouterConfig {
         nfs_listen: SocketAddr::new(a.bind, a.port),
         portmap_port: a.portmap_port,
@@ -137,13 +146,14 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         refresh_interval: a.refresh_interval.map(Duration::from_secs),
         nfs_limits: a.clients.limits(),
         cluster_key,
+        admin_token: Some(admin_token),
         exports,
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 
     let router_url = format!("http://{}", router.http_addr);
     eprintln!("monofs up: data in {}", data.display());
-    eprintln!("monofs up: HTTP API {router_url}");
+    eprintln!("monofs up: HTTP API {router_url} (admin token in {})", token_file.display());
     let mut code = ExitCode::SUCCESS;
     for url in &a.ingest {
         let r = ingest_cmd::run(&IngestArgs {
@@ -154,6 +164,9 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             content: a.content.clone(),
             router: router_url.clone(),
             json: false,
+            token: crate::ingest_cmd::TokenArg {
+                admin_token_file: Some(token_file.clone()),
+            },
         })?;
         if r != ExitCode::SUCCESS {
             code = r;

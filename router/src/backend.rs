@@ -90,10 +90,8 @@ fn obj_attr(o: &ObjHandle) -> Fattr {
     match o.kind {
         ObjKind::Tree => dir_attr(o.path, o.size, o.mtime),
         ObjKind::Submodule => dir_attr(o.path, 0, o.mtime),
-        ObjKind::File => {
-            let perm = if o.mode == MODE_EXEC { 0o755 } else { 0o644 };
-            fattr(Ftype::Reg, perm, 1, o.size, o.path, o.mtime)
-        }
+        ObjKind::File => fattr(Ftype::Reg, 0o644, 1, o.size, o.path, o.mtime),
+        ObjKind::Exec => fattr(Ftype::Reg, 0o755, 1, o.size, o.path, o.mtime),
         ObjKind::Symlink => fattr(Ftype::Lnk, 0o777, 1, o.size, o.path, o.mtime),
     }
 }
@@ -104,7 +102,8 @@ fn entry_handle(repo: u64, parent: u64, e: &Entry, mtime: i64) -> ObjHandle {
         MODE_TREE => ObjKind::Tree,
         MODE_SYMLINK => ObjKind::Symlink,
         MODE_SUBMODULE => ObjKind::Submodule,
-        // 100644, 100755, and the legacy modes Git still reads (100664) are files.
+        MODE_EXEC => ObjKind::Exec,
+        // 100644 and the legacy modes Git still reads (100664) are plain files.
         _ => ObjKind::File,
     };
     debug_assert!(
@@ -118,7 +117,6 @@ fn entry_handle(repo: u64, parent: u64, e: &Entry, mtime: i64) -> ObjHandle {
         repo,
         path: child_path(parent, &e.name),
         oid: e.oid,
-        mode: e.mode,
         size: e.size,
         mtime,
     }
@@ -138,7 +136,11 @@ enum Listing {
 
 impl Router {
     fn decode(&self, fh: &[u8]) -> Result<Handle, Status> {
-        Handle::decode(fh).ok_or(Status::BadHandle)
+        Handle::decode(fh, &self.handle_key)
+    }
+
+    fn encode(&self, h: &Handle) -> Fh {
+        h.encode(&self.handle_key)
     }
 
     fn ns_attr(&self, ns: &Namespace, path: u64) -> Result<Fattr, Status> {
@@ -183,7 +185,7 @@ impl Router {
                     entries: self.tree(&o.oid)?,
                 }),
                 ObjKind::Submodule => Ok(Listing::Empty),
-                ObjKind::File | ObjKind::Symlink => Err(Status::NotDir),
+                ObjKind::File | ObjKind::Exec | ObjKind::Symlink => Err(Status::NotDir),
             },
         }
     }
@@ -333,7 +335,7 @@ impl Router {
     fn read_file(&self, fh: &[u8], offset: u64, count: u32, wait: bool) -> Result<ReadOutcome, Status> {
         Metrics::inc(&self.metrics.read);
         let r = self.decode(fh).and_then(|h| match h {
-            Handle::Obj(o) if o.kind == ObjKind::File => {
+            Handle::Obj(o) if o.kind.is_file() => {
                 let data = match self.read_blob(o.repo, &o.oid, o.size, offset, count.min(MAX_READ), wait) {
                     Ok(data) => data,
                     Err(Pending::Fetching(t)) => return Ok(ReadOutcome::Wait(t)),
@@ -407,7 +409,7 @@ impl Backend for Router {
             };
         }
         match self.attr(&h) {
-            Ok(a) if a.ftype == Ftype::Dir => Ok(h.encode()),
+            Ok(a) if a.ftype == Ftype::Dir => Ok(self.encode(&h)),
             Ok(_) => Err(MountStatus::NotDir),
             Err(_) => Err(MountStatus::Io),
         }
@@ -431,7 +433,7 @@ impl Backend for Router {
         let r = self.decode(dir).and_then(|d| {
             let h = self.lookup_in(&d, name)?;
             let a = self.attr(&h)?;
-            Ok((h.encode(), a))
+            Ok((self.encode(&h), a))
         });
         self.count_error(r)
     }
@@ -476,7 +478,7 @@ impl Backend for Router {
                             fileid: *child,
                             name: name.clone(),
                             cookie: i as u64 + 1,
-                            handle: Handle::Ns { path: *child }.encode(),
+                            handle: self.encode(&Handle::Ns { path: *child }),
                             attr: self.ns_attr(&ns, *child)?,
                         });
                     }
@@ -495,7 +497,7 @@ impl Backend for Router {
                             name: e.name.clone(),
                             cookie: i as u64 + 1,
                             attr: obj_attr(&o),
-                            handle: Handle::Obj(o).encode(),
+                            handle: self.encode(&Handle::Obj(o)),
                         });
                     }
                     es.len()

@@ -1,8 +1,13 @@
 //! The HTTP API: `POST /api/ingest` (streams NDJSON progress), `GET /api/repos`,
 //! `GET /api/damaged` (what each node found damaged in its logs), `GET /metrics`
 //! (Prometheus), `GET /healthz`.
+//!
+//! Endpoints that change state (`POST`) need the admin token as a bearer
+//! token when the router has one, and come from loopback when it has none;
+//! the `GET` endpoints show only what any NFS client can list and stay open.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -10,6 +15,7 @@ use crossbeam::channel::{bounded, Receiver};
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
+use crate::admin_token::AdminToken;
 use crate::ingest::IngestParams;
 use crate::Router;
 use monofs_net::proto::{ContentMode, SourceKind};
@@ -19,8 +25,9 @@ pub const MAX_CONCURRENT: usize = 64;
 /// Largest request body read.
 pub const MAX_BODY: usize = 64 << 10;
 
-pub fn serve(router: Arc<Router>, server: Arc<Server>) {
+pub fn serve(router: Arc<Router>, server: Arc<Server>, token: Option<AdminToken>) {
     let busy = Arc::new(AtomicUsize::new(0));
+    let token = Arc::new(token);
     for req in server.incoming_requests() {
         if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONCURRENT {
             busy.fetch_sub(1, Ordering::SeqCst);
@@ -30,11 +37,11 @@ pub fn serve(router: Arc<Router>, server: Arc<Server>) {
             ));
             continue;
         }
-        let (r, b) = (router.clone(), busy.clone());
+        let (r, b, t) = (router.clone(), busy.clone(), token.clone());
         let spawned = std::thread::Builder::new()
             .name("http-req".into())
             .spawn(move || {
-                handle(&r, req);
+                handle(&r, &t, req);
                 b.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -53,8 +60,44 @@ fn json_response(status: u16, v: &Value) -> Response<std::io::Cursor<Vec<u8>>> {
         .with_header(header("Content-Type", "application/json"))
 }
 
-fn handle(router: &Arc<Router>, mut req: Request) {
+/// Why a request that changes state is refused: its status and message.
+/// `authorization` is its Authorization header, `from` its peer.
+pub fn refusal(token: Option<&AdminToken>, authorization: Option<&str>, from: Option<SocketAddr>) -> Option<(u16, &'static str)> {
+    match token {
+        Some(t) if authorization.is_some_and(|a| t.accepts(a)) => None,
+        Some(_) if authorization.is_some() => Some((401, "wrong admin token")),
+        Some(_) => Some((
+            401,
+            "this endpoint needs the admin token: send 'Authorization: Bearer TOKEN' with the token of the router's --admin-token-file (monofs ingest and monofs admin take --admin-token-file)",
+        )),
+        None if from.is_some_and(|a| a.ip().to_canonical().is_loopback()) => None,
+        None => Some((403, "this router has no --admin-token-file, so it accepts changes from loopback only")),
+    }
+}
+
+fn authorize(token: Option<&AdminToken>, req: &Request) -> Result<(), Response<std::io::Cursor<Vec<u8>>>> {
+    let authorization = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str());
+    match refusal(token, authorization, req.remote_addr().copied()) {
+        None => Ok(()),
+        Some((code, why)) => {
+            let r = json_response(code, &json!({ "error": why }));
+            Err(if code == 401 { r.with_header(header("WWW-Authenticate", "Bearer realm=\"monofs\"")) } else { r })
+        }
+    }
+}
+
+fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
     let path = req.url().split('?').next().unwrap_or("").to_string();
+    if !matches!(req.method(), Method::Get | Method::Head) {
+        if let Err(refused) = authorize(token.as_ref(), &req) {
+            let _ = req.respond(refused);
+            return;
+        }
+    }
     let resp = match (req.method(), path.as_str()) {
         (Method::Get, "/healthz") => json_response(200, &json!({"ok": true})),
         (Method::Get, "/metrics") => Response::from_data(
@@ -196,5 +239,27 @@ fn stream_ingest(rx: Receiver<Vec<u8>>, mut w: Box<dyn Write + Send>) {
     }
     if ok {
         let _ = w.write_all(b"0\r\n\r\n").and_then(|_| w.flush());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_change_state() {
+        let t = AdminToken::generate().unwrap();
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        // With a token: the token, from anywhere, and nothing else.
+        assert_eq!(refusal(Some(&t), Some(&t.bearer()), Some(remote)), None);
+        assert_eq!(refusal(Some(&t), None, Some(local)).map(|r| r.0), Some(401));
+        assert_eq!(refusal(Some(&t), Some("Bearer nope"), Some(local)).map(|r| r.0), Some(401));
+        // Without one: loopback only.
+        assert_eq!(refusal(None, None, Some(local)), None);
+        assert_eq!(refusal(None, None, Some(mapped)), None);
+        assert_eq!(refusal(None, Some("Bearer x"), Some(remote)).map(|r| r.0), Some(403));
+        assert_eq!(refusal(None, None, None).map(|r| r.0), Some(403));
     }
 }

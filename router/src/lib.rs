@@ -3,6 +3,7 @@
 //! fetchers. It keeps caches only: everything it knows can be rebuilt from the
 //! nodes, so a router can die and another take over with the same handles.
 
+pub mod admin_token;
 pub mod backend;
 pub mod cache;
 pub mod damaged;
@@ -55,6 +56,9 @@ pub struct RouterConfig {
     pub nfs_limits: monofs_nfs::Limits,
     /// The cluster's shared secret (node and fetcher traffic, file handle MACs).
     pub cluster_key: monofs_net::key::ClusterKey,
+    /// Bearer token of the HTTP endpoints that change state; None accepts
+    /// them from loopback only.
+    pub admin_token: Option<admin_token::AdminToken>,
     /// Which NFS clients may mount and call, and as whom (docs/exports.md);
     /// `Exports::default()` is `/ *(ro,root_squash,insecure)`.
     pub exports: monofs_nfs::Exports,
@@ -70,11 +74,19 @@ pub struct Router {
     pub(crate) blocks: ByteLru<(Oid, u64), Vec<u8>>,
     pub(crate) metrics: Metrics,
     pub(crate) flights: Arc<lazy::Flights>,
+    /// MAC key of the file handles this router mints and accepts.
+    pub(crate) handle_key: handle::HandleKey,
 }
 
 impl Router {
-    pub fn new(nodes: Vec<NodeAddr>, replication: usize, fetchers: Vec<String>) -> Router {
+    pub fn new(
+        nodes: Vec<NodeAddr>,
+        replication: usize,
+        fetchers: Vec<String>,
+        cluster_key: &monofs_net::key::ClusterKey,
+    ) -> Router {
         Router {
+            handle_key: handle::HandleKey::new(cluster_key),
             cluster: Cluster::new(nodes, replication),
             fetchers,
             ns: Mutex::new(None),
@@ -196,7 +208,7 @@ fn raise_nofile() {
 }
 
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
-    let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers));
+    let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key));
     let shutdown = Arc::new(AtomicBool::new(false));
     let nfs = TcpListener::bind(cfg.nfs_listen)
         .with_context(|| format!("cannot listen for NFS on {}", cfg.nfs_listen))?;
@@ -270,11 +282,11 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
         .to_ip()
         .context("HTTP server has no IP address")?;
     {
-        let (r, h) = (router.clone(), http.clone());
+        let (r, h, t) = (router.clone(), http.clone(), cfg.admin_token);
         threads.push(
             std::thread::Builder::new()
                 .name("http".into())
-                .spawn(move || http::serve(r, h))?,
+                .spawn(move || http::serve(r, h, t))?,
         );
     }
     if let Some(every) = cfg.refresh_interval {

@@ -79,7 +79,7 @@ fn panic_holding<T: Send + 'static>(r: &Arc<Router>, which: fn(&Router) -> &Mute
 
 #[test]
 fn a_panic_under_a_router_lock_does_not_spread() {
-    let router = Arc::new(Router::new(vec![stand_in_node()], 1, vec![]));
+    let router = Arc::new(Router::new(vec![stand_in_node()], 1, vec![], &monofs_net::key::ClusterKey::from_bytes([3; monofs_net::key::KEY_LEN])));
     router.publish(repo("github.com/org/one")).unwrap();
     let root = router.mount(b"/").unwrap();
     let (host, _) = router.lookup(&root, b"github.com").unwrap();

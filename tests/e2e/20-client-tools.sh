@@ -202,13 +202,17 @@ PY
 e2e_step "HTTP API"
 cat >"$E2E_TMP/api_check.py" <<'PY'
 """api_check.py ROUTER MODE: raw HTTP checks (stdlib, every read bounded)."""
-import http.client, json, sys, time
+import http.client, json, os, sys, time
 host = sys.argv[1].split("//", 1)[1]
 mode = sys.argv[2]
 
+# POSTs carry the admin token of the cluster (e2e_up exports its file).
+token = open(os.environ["MONOFS_ADMIN_TOKEN_FILE"]).read().strip()
+
 def req(method, path, body=None, timeout=15):
     c = http.client.HTTPConnection(host, timeout=timeout)
-    c.request(method, path, body, {"Content-Type": "application/json"} if body is not None else {})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"} if body is not None else {}
+    c.request(method, path, body, headers)
     return c, c.getresponse()
 
 if mode == "errors":

@@ -36,7 +36,7 @@ echo "scale: generated $FILES files in $(e2e_secs 2>/dev/null || echo '?')s"
 p=$(e2e_free_port); h=$(e2e_free_port); f=$(e2e_free_port); n1=$(e2e_free_port); n2=$(e2e_free_port)
 e2e_bg "$MONOFS_BIN" node --addr "127.0.0.1:$n1" --node-id n1 --db-path "$E2E_TMP/n1" --shards 1
 e2e_bg "$MONOFS_BIN" node --addr "127.0.0.1:$n2" --node-id n2 --db-path "$E2E_TMP/n2" --shards 1
-e2e_bg "$MONOFS_BIN" fetcher --bind 127.0.0.1 --port "$f" --cache-dir "$E2E_TMP/cache"
+e2e_bg "$MONOFS_BIN" fetcher --bind 127.0.0.1 --port "$f" --cache-dir "$E2E_TMP/cache" --allow-local-sources
 fetcher_pid=$E2E_BG_PID
 e2e_wait_port "$n1" 30; e2e_wait_port "$n2" 30; e2e_wait_port "$f" 30
 e2e_bg "$MONOFS_BIN" router --bind 127.0.0.1 --port "$p" --http-port "$h" \

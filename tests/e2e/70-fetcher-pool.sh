@@ -19,7 +19,7 @@ e2e_bg "$MONOFS_BIN" node --addr "127.0.0.1:$N2" --node-id n2 --db-path "$E2E_TM
 # read, so every read below goes through a fetcher. Fetches give up after 30 s.
 for f in "$F1" "$F2"; do
     e2e_bg "$MONOFS_BIN" fetcher --bind 127.0.0.1 --port "$f" --cache-dir "$E2E_TMP/cache-$f" \
-        --max-cache-gb 0.00001 --prefetch-workers 0 --fetch-timeout-secs 30
+        --max-cache-gb 0.00001 --prefetch-workers 0 --fetch-timeout-secs 30 --allow-local-sources
     eval "FPID_$f=$E2E_BG_PID"
 done
 for p in "$N1" "$N2" "$F1" "$F2"; do e2e_wait_port "$p" 30; done

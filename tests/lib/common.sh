@@ -85,7 +85,8 @@ e2e_vm() { "$MONOFS_ROOT/vm/run.sh" "$@"; }
 #                      until NFS and HTTP accept connections. Sets E2E_NFS_PORT,
 #                      E2E_HTTP_PORT, E2E_ROUTER (http://127.0.0.1:PORT), E2E_SERVER
 #                      (127.0.0.1:NFS; both also as MONOFS_ROUTER/MONOFS_SERVER for the
-#                      CLI), E2E_UP_PID, E2E_UP_LOG. A second call (a restart) reuses the ports.
+#                      CLI), MONOFS_ADMIN_TOKEN_FILE (DATA_DIR/admin.token, for the CLI),
+#                      E2E_UP_PID, E2E_UP_LOG. A second call (a restart) reuses the ports.
 #   e2e_ingest URL [monofs ingest ARGS...]   ingest into the cluster of the last e2e_up
 #   e2e_stop PID [SECS]  SIGTERM PID (an e2e_bg child), wait up to SECS (20) for it, then
 #                      SIGKILL; returns its exit status (124 if it had to be killed)
@@ -189,6 +190,7 @@ e2e_up() {
     E2E_ROUTER="http://127.0.0.1:$E2E_HTTP_PORT"
     E2E_SERVER="127.0.0.1:$E2E_NFS_PORT"
     export MONOFS_ROUTER="$E2E_ROUTER" MONOFS_SERVER="$E2E_SERVER"
+    export MONOFS_ADMIN_TOKEN_FILE="$data/admin.token"
     mkdir -p "$data"
     e2e_bg "$MONOFS_BIN" up --data-dir "$data" --http-port "$E2E_HTTP_PORT" \
         --node-port "$nodebase" --fetcher-port "$fetcher" "${args[@]}"

@@ -14,6 +14,8 @@ pub struct ShardMetrics {
     connections: AtomicU64,
     keys: AtomicU64,
     log_bytes: AtomicU64,
+    /// Peers refused by the handshake or a frame MAC (counted and rate-limited logging).
+    pub auth_failures: monofs_net::auth::FailureLog,
 }
 
 /// A snapshot of one shard's counters.
@@ -35,6 +37,8 @@ pub struct ShardStats {
     pub connections: u64,
     pub keys: u64,
     pub log_bytes: u64,
+    /// Connections refused by authentication (see `monofs_net::auth`).
+    pub auth_failures: u64,
 }
 
 /// Counters of every shard of a node.
@@ -58,6 +62,7 @@ impl NodeMetrics {
             t.connections += s.connections;
             t.keys += s.keys;
             t.log_bytes += s.log_bytes;
+            t.auth_failures += s.auth_failures;
         }
         t
     }
@@ -106,6 +111,7 @@ impl ShardMetrics {
             connections: self.connections.load(Relaxed),
             keys: self.keys.load(Relaxed),
             log_bytes: self.log_bytes.load(Relaxed),
+            auth_failures: self.auth_failures.count(),
         }
     }
 }

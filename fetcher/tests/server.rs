@@ -38,7 +38,7 @@ fn serves_ingest_with_progress_and_errors() {
     let h = start(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), common::test_key()))
     .unwrap();
     let addr = h.local_addr().to_string();
-    let mut conn = Conn::connect(&addr).unwrap();
+    let mut conn = Conn::connect(&addr, &test_key()).unwrap();
     let req = IngestRequest {
         kind: monofs_net::proto::SourceKind::Git,
         content: monofs_net::proto::ContentMode::Eager,
@@ -98,7 +98,7 @@ fn serves_ingest_with_progress_and_errors() {
         .map(|i| {
             let (addr, req) = (addr.clone(), req.clone());
             std::thread::spawn(move || {
-                let mut c = Conn::connect(&addr).unwrap();
+                let mut c = Conn::connect(&addr, &test_key()).unwrap();
                 let git_ref = if i == 0 { "other" } else { "main" };
                 ingest_over(
                     &mut c,
@@ -121,5 +121,5 @@ fn serves_ingest_with_progress_and_errors() {
         );
     }
     h.shutdown();
-    assert!(Conn::connect(&addr).is_err(), "no longer listening");
+    assert!(Conn::connect(&addr, &test_key()).is_err(), "no longer listening");
 }

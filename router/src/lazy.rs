@@ -83,8 +83,8 @@ impl Router {
         };
         if leader {
             self.flights.running.fetch_add(1, Ordering::SeqCst);
-            let (flights, f, fetchers) =
-                (self.flights.clone(), flight.clone(), self.fetchers.clone());
+            let (flights, f, fetchers, frame_key) =
+                (self.flights.clone(), flight.clone(), self.fetchers.clone(), self.frame_key.clone());
             let req = Request::FetchBlob(FetchBlobRequest {
                 kind: source_kind(&url),
                 url,
@@ -96,7 +96,7 @@ impl Router {
                 nodes: self.cluster.nodes().to_vec(),
             });
             let spawned = std::thread::Builder::new().name("fetch-blob".into()).spawn(move || {
-                let r = fetch_blob(&fetchers, &req);
+                let r = fetch_blob(&fetchers, &frame_key, &req);
                 if let Err(e) = &r {
                     tracing::error!(blob = %monofs_net::oid_hex(&key.0), chunk = key.1, error = %e, "fetch failed");
                 }
@@ -132,7 +132,7 @@ pub const BUSY_TRIES: u32 = 3;
 /// Pause between those tries.
 pub const BUSY_PAUSE: Duration = Duration::from_secs(1);
 
-fn fetch_blob(fetchers: &[String], req: &Request) -> Result<(), String> {
+fn fetch_blob(fetchers: &[String], frame_key: &monofs_net::auth::FrameKey, req: &Request) -> Result<(), String> {
     let Request::FetchBlob(f) = req else {
         unreachable!("fetch_blob takes FETCH_BLOB")
     };
@@ -140,6 +140,7 @@ fn fetch_blob(fetchers: &[String], req: &Request) -> Result<(), String> {
     loop {
         let r = with_fetcher(
             fetchers,
+            frame_key,
             f.url.as_bytes(),
             FETCH_TIMEOUT,
             req,

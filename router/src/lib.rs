@@ -56,6 +56,8 @@ pub struct RouterConfig {
 pub struct Router {
     pub(crate) cluster: Cluster,
     pub(crate) fetchers: Vec<String>,
+    /// Authenticates this router to its fetchers (nodes: inside `cluster`).
+    pub(crate) frame_key: monofs_net::auth::FrameKey,
     ns: Mutex<Option<(Instant, Arc<Namespace>)>>,
     /// Serializes this router's read-modify-write of the namespace record.
     ns_write: Mutex<()>,
@@ -66,10 +68,16 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(nodes: Vec<NodeAddr>, replication: usize, fetchers: Vec<String>) -> Router {
+    pub fn new(
+        nodes: Vec<NodeAddr>,
+        replication: usize,
+        fetchers: Vec<String>,
+        key: &monofs_net::key::ClusterKey,
+    ) -> Router {
         Router {
-            cluster: Cluster::new(nodes, replication),
+            cluster: Cluster::new(nodes, replication, key),
             fetchers,
+            frame_key: monofs_net::auth::FrameKey::new(key),
             ns: Mutex::new(None),
             ns_write: Mutex::new(()),
             dirs: ByteLru::new(DIR_CACHE_BYTES),
@@ -173,7 +181,7 @@ impl RouterHandle {
 }
 
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
-    let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers));
+    let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key));
     let shutdown = Arc::new(AtomicBool::new(false));
     let nfs = TcpListener::bind(cfg.nfs_listen)
         .with_context(|| format!("cannot listen for NFS on {}", cfg.nfs_listen))?;

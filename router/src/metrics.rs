@@ -126,6 +126,13 @@ impl Metrics {
             "Ingests that failed.",
             self.ingests_failed.load(Relaxed),
         );
+        one(
+            &mut s,
+            "monofs_router_auth_failures_total",
+            "counter",
+            "Nodes or fetchers that failed authentication (wrong cluster key, a frame that did not verify).",
+            monofs_net::client::AUTH_FAILURES.count(),
+        );
         s
     }
 }

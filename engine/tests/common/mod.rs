@@ -85,7 +85,30 @@ pub fn start_node(db: &Path, shards: usize) -> (NodeHandle, String) {
 }
 
 pub fn client(addr: &str) -> NodeClient {
-    NodeClient::connect("n1", addr).unwrap()
+    NodeClient::connect("n1", addr, &test_key()).unwrap()
+}
+
+/// A socket that completed the handshake by hand, with its session, so a test can
+/// send frames an honest client never would.
+pub fn raw_session(addr: &str, key: &monofs_net::key::ClusterKey) -> (std::net::TcpStream, monofs_net::auth::Session) {
+    use monofs_net::auth::{ClientHandshake, FrameKey, SERVER_HELLO_LEN};
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let (hs, hello) = ClientHandshake::start(&FrameKey::new(key));
+    s.write_all(&hello).unwrap();
+    let mut answer = [0u8; SERVER_HELLO_LEN];
+    s.read_exact(&mut answer).unwrap();
+    let fin = hs.finish(&answer);
+    s.write_all(&fin.proof.unwrap()).unwrap();
+    (s, fin.session.unwrap())
+}
+
+/// `body` as a frame with its MAC.
+pub fn sealed(session: &mut monofs_net::auth::Session, body: &[u8]) -> Vec<u8> {
+    let hdr = (body.len() as u32).to_be_bytes();
+    let mac = session.seal(&[&hdr, body]);
+    [&hdr[..], body, &mac].concat()
 }
 
 /// Deterministic bytes for a value.

@@ -4,7 +4,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use common::*;
 use monofs_net::auth::{AuthError, ClientHandshake, FrameKey, SERVER_HELLO_LEN};
@@ -18,21 +17,6 @@ fn key(i: u32) -> Vec<u8> {
 
 fn log_bytes(db: &std::path::Path) -> Vec<u8> {
     std::fs::read(db.join("shard-0.log")).unwrap()
-}
-
-/// Everything the node sends until it closes the connection.
-fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("node did not close the connection: {e}"),
-        }
-    }
 }
 
 fn plain_frame(req: &Request) -> Vec<u8> {
@@ -61,10 +45,10 @@ fn peers_without_the_key_read_and_write_nothing() {
     let put = Request::PutBatch(vec![(b"ns:root".to_vec(), vec![0xee; 200])]);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.write_all(&plain_frame(&put)).unwrap();
-    assert!(read_until_closed(&mut s).is_empty(), "a frame without the handshake was answered");
+    assert!(read_to_end_or_reset(&mut s).is_empty(), "a frame without the handshake was answered");
     let mut s = TcpStream::connect(&addr).unwrap();
     s.write_all(&plain_frame(&Request::Get { key: key(1), offset: 0, len: 100 })).unwrap();
-    assert!(read_until_closed(&mut s).is_empty(), "a read without the handshake was answered");
+    assert!(read_to_end_or_reset(&mut s).is_empty(), "a read without the handshake was answered");
 
     // A peer that finished the handshake with the wrong key and sends frames anyway.
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -76,7 +60,7 @@ fn peers_without_the_key_read_and_write_nothing() {
     assert!(matches!(fin.session, Err(AuthError::WrongKey)));
     s.write_all(&fin.proof.unwrap()).unwrap();
     let _ = s.write_all(&plain_frame(&put));
-    assert!(read_until_closed(&mut s).is_empty());
+    assert!(read_to_end_or_reset(&mut s).is_empty());
 
     assert_eq!(log_bytes(&db), before, "the log changed");
     assert_eq!(c.get(b"ns:root", 0, 10).unwrap(), None);
@@ -124,7 +108,7 @@ fn recorded_session_replayed_and_tampered_frames_are_refused() {
     // nonce differs, so the recorded proof does not verify and v1 does not come back.
     let mut s = TcpStream::connect(&addr).unwrap();
     s.write_all(&recorded).unwrap();
-    let got = read_until_closed(&mut s);
+    let got = read_to_end_or_reset(&mut s);
     assert_eq!(got.len(), SERVER_HELLO_LEN, "only the node's hello, no reply to the replayed frame");
 
     // An authenticated peer whose frame was modified in flight (v2 -> v3).
@@ -133,7 +117,7 @@ fn recorded_session_replayed_and_tampered_frames_are_refused() {
     let at = f.len() - monofs_net::auth::MAC_LEN - 1;
     f[at] = b'3';
     s.write_all(&f).unwrap();
-    assert!(read_until_closed(&mut s).is_empty());
+    assert!(read_to_end_or_reset(&mut s).is_empty());
 
     // The same frame replayed twice within one connection: the second is refused.
     let (mut s, mut session) = raw_session(&addr, &test_key());
@@ -142,7 +126,7 @@ fn recorded_session_replayed_and_tampered_frames_are_refused() {
     let stat = sealed(&mut session, &body2);
     s.write_all(&stat).unwrap();
     s.write_all(&stat).unwrap();
-    let got = read_until_closed(&mut s);
+    let got = read_to_end_or_reset(&mut s);
     assert_eq!(got.len(), 4 + 9 + monofs_net::auth::MAC_LEN, "one SIZE reply, then closed: {got:?}");
 
     assert_eq!(c.get(&key(7), 0, 10).unwrap().unwrap(), b"v2");

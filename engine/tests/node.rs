@@ -1,7 +1,6 @@
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 use common::*;
@@ -306,19 +305,6 @@ fn old_format_log_is_refused() {
     assert!(msg.contains("log format version 1 is not supported") && msg.contains("shard-0.log"), "{msg}");
     // Left as it was.
     assert_eq!(std::fs::read(db.join("shard-0.log")).unwrap(), h);
-}
-
-fn read_to_end_or_reset(s: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("connection not closed: {e}"),
-        }
-    }
 }
 
 #[test]

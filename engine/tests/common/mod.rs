@@ -104,6 +104,23 @@ pub fn raw_session(addr: &str, key: &monofs_net::key::ClusterKey) -> (std::net::
     (s, fin.session.unwrap())
 }
 
+/// Everything the node sends until it closes the connection (a reset counts as closed;
+/// 20 s without either fails the test).
+pub fn read_to_end_or_reset(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("connection not closed: {e}"),
+        }
+    }
+}
+
 /// `body` as a frame with its MAC.
 pub fn sealed(session: &mut monofs_net::auth::Session, body: &[u8]) -> Vec<u8> {
     let hdr = (body.len() as u32).to_be_bytes();

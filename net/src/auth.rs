@@ -95,6 +95,7 @@ pub enum AuthError {
     BadFrame { seq: u64 },
     #[error("authentication failed: handshake did not complete within {}s", HANDSHAKE_TIMEOUT.as_secs())]
     Timeout,
+    /// Not counted as an authentication failure: nothing was proven either way.
     #[error("peer closed the connection before the handshake")]
     Closed,
     #[error("authentication failed: handshake: {0}")]
@@ -336,7 +337,11 @@ impl AuthStream {
             let (hs, hello) = ClientHandshake::start(key);
             s.write_all(&hello).map_err(AuthError::from_io)?;
             let mut answer = [0u8; SERVER_HELLO_LEN];
-            read_exact_by(s, &mut answer, deadline).map_err(AuthError::from_io)?;
+            read_exact_by(s, &mut answer, deadline).map_err(|e| match e.kind() {
+                // Closed at accept (say, the server's connection limit): no verdict on keys.
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => AuthError::Closed,
+                _ => AuthError::from_io(e),
+            })?;
             let fin = hs.finish(&answer);
             if let Some(proof) = fin.proof {
                 // A server that refused us may have closed already: its error is not news.

@@ -67,7 +67,9 @@ impl Conn {
         stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
         stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
         let stream = AuthStream::connect(stream, key).map_err(|source| {
-            AUTH_FAILURES.record("client", addr, &source);
+            if !matches!(source, AuthError::Closed) {
+                AUTH_FAILURES.record("client", addr, &source);
+            }
             NetError::Auth { addr: addr.to_string(), source }
         })?;
         Ok(Conn { addr: addr.to_string(), stream })

@@ -8,6 +8,7 @@ use crate::hist::Hist;
 use crate::report::{self, Row};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use monofs_net::auth::{ClientHandshake, FrameKey, Session, MAC_LEN, SERVER_HELLO_LEN};
 use monofs_net::proto::{frame_len, Request, Response};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -98,11 +99,12 @@ pub fn main(a: EngineArgs) -> Result<()> {
     std::fs::create_dir_all(&db)?;
     let port = crate::env::free_ports(1, a.shards as u16)?[0];
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let node = monofs_engine::start(monofs_engine::NodeConfig { addr, node_id: "bench".into(), db_path: db.clone(), shards: a.shards, cluster_key: crate::bench_key() })?;
+    let cluster_key = crate::bench_key();
+    let node = monofs_engine::start(monofs_engine::NodeConfig { addr, node_id: "bench".into(), db_path: db.clone(), shards: a.shards, cluster_key: cluster_key.clone() })?;
     let objects = size_mb * 1024 * 1024 / 4096;
 
     // populate
-    let client = monofs_net::client::NodeClient::connect("bench", &addr.to_string()).map_err(|e| anyhow!("{e}"))?;
+    let client = monofs_net::client::NodeClient::connect("bench", &addr.to_string(), &cluster_key).map_err(|e| anyhow!("{e}"))?;
     let value = vec![0x5au8; VALUE];
     let t = Instant::now();
     let mut i = 0;
@@ -125,7 +127,7 @@ pub fn main(a: EngineArgs) -> Result<()> {
     let fio = crate::env::which("fio");
     let fio_file = dir.join("fio.dat");
     for &qd in &qds {
-        let p = rt.block_on(engine_load(port, shards, objects, qd, dur, false))?;
+        let p = rt.block_on(engine_load(port, &cluster_key, shards, objects, qd, dur, false))?;
         print_point(&p);
         points.push(p);
         if fio {
@@ -136,7 +138,7 @@ pub fn main(a: EngineArgs) -> Result<()> {
     }
     if !a.no_put {
         for &qd in &qds {
-            let p = rt.block_on(engine_load(port, shards, objects, qd, dur, true))?;
+            let p = rt.block_on(engine_load(port, &cluster_key, shards, objects, qd, dur, true))?;
             print_point(&p);
             points.push(p);
             if fio {
@@ -203,19 +205,41 @@ fn print_point(p: &Point) {
     );
 }
 
-async fn engine_load(port: u16, shards: u16, objects: u64, qd: usize, dur: Duration, put: bool) -> Result<Point> {
+/// One authenticated connection to a shard, as `net::client` makes them (see `monofs_net::auth`).
+async fn connect_shard(port: u16, key: &FrameKey) -> Result<(tokio::net::TcpStream, Session)> {
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    c.set_nodelay(true)?;
+    let (hs, hello) = ClientHandshake::start(key);
+    c.write_all(&hello).await?;
+    let mut answer = [0u8; SERVER_HELLO_LEN];
+    c.read_exact(&mut answer).await?;
+    let fin = hs.finish(&answer);
+    if let Some(proof) = fin.proof {
+        c.write_all(&proof).await?;
+    }
+    Ok((c, fin.session?))
+}
+
+async fn engine_load(
+    port: u16,
+    cluster_key: &monofs_net::key::ClusterKey,
+    shards: u16,
+    objects: u64,
+    qd: usize,
+    dur: Duration,
+    put: bool,
+) -> Result<Point> {
+    let frame_key = FrameKey::new(cluster_key);
     let end = Instant::now() + dur;
     let start = Instant::now();
     let mut tasks = Vec::new();
     let next_put = Arc::new(std::sync::atomic::AtomicU64::new(objects + 1_000_000 * (qd as u64)));
     for t in 0..qd {
-        let next_put = next_put.clone();
+        let (next_put, frame_key) = (next_put.clone(), frame_key.clone());
         tasks.push(tokio::spawn(async move {
             let mut conns = Vec::new();
             for s in 0..shards {
-                let c = tokio::net::TcpStream::connect(("127.0.0.1", port + s)).await?;
-                c.set_nodelay(true)?;
-                conns.push(c);
+                conns.push(connect_shard(port + s, &frame_key).await?);
             }
             let mut h = Hist::default();
             let mut rng = 0x9E37_79B9u64 ^ ((t as u64 + 1) << 20);
@@ -238,21 +262,25 @@ async fn engine_load(port: u16, shards: u16, objects: u64, qd: usize, dur: Durat
                     Request::Get { key, .. } => key.clone(),
                     _ => unreachable!(),
                 };
-                let c = &mut conns[monofs_net::hrw::shard_of(&k, shards) as usize];
+                let (c, session) = &mut conns[monofs_net::hrw::shard_of(&k, shards) as usize];
                 body.clear();
                 body.extend_from_slice(&[0u8; 4]);
                 req.encode(&mut body);
                 let len = (body.len() - 4) as u32;
                 body[..4].copy_from_slice(&len.to_be_bytes());
+                // Measured from here: the MAC both ways is part of the request's cost.
                 let t0 = Instant::now();
+                let mac = session.seal(&[&body]);
+                body.extend_from_slice(&mac);
                 c.write_all(&body).await?;
                 let mut hdr = [0u8; 4];
                 c.read_exact(&mut hdr).await?;
                 let n = frame_len(hdr).map_err(|e| anyhow!("{e}"))?;
-                resp.resize(n, 0);
+                resp.resize(n + MAC_LEN, 0);
                 c.read_exact(&mut resp).await?;
+                session.open(&[&hdr, &resp[..n]], &resp[n..])?;
                 h.record(t0.elapsed().as_nanos() as u64);
-                match Response::decode(&resp) {
+                match Response::decode(&resp[..n]) {
                     Ok(Response::Data(d)) if !put && d.len() == VALUE => {}
                     Ok(Response::Ok) if put => {}
                     _ => errors += 1,

@@ -153,6 +153,7 @@ pub fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
             addr: SocketAddr::new(cfg.addr.ip(), cfg.addr.port() + i as u16),
             stop: stop.clone(),
             metrics: m,
+            frame_key: monofs_net::auth::FrameKey::new(&cfg.cluster_key),
         };
         let tx = ready_tx.clone();
         let spawned = std::thread::Builder::new().name(format!("monofs-shard-{i}")).spawn(move || run_shard(ctx, tx));
@@ -199,6 +200,7 @@ struct ShardCtx {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     metrics: Arc<ShardMetrics>,
+    frame_key: monofs_net::auth::FrameKey,
 }
 
 /// Body of a shard thread: build the executor, then serve until asked to stop.
@@ -255,7 +257,7 @@ async fn shard_main(ctx: ShardCtx, ready: mpsc::Sender<(usize, Result<(), String
         table_bytes = stats.table_bytes,
         "shard serving"
     );
-    let shard = Rc::new(Shard::new(ctx.index, ctx.shards, ctx.node_id.clone(), log, ctx.metrics.clone()));
+    let shard = Rc::new(Shard::new(ctx.index, ctx.shards, ctx.node_id.clone(), log, ctx.metrics.clone(), ctx.frame_key.clone()));
     let _ = ready.send((i, Ok(())));
     drop(ready);
 

@@ -15,6 +15,8 @@ pub struct ShardMetrics {
     keys: AtomicU64,
     log_bytes: AtomicU64,
     damaged: AtomicU64,
+    /// Peers refused by the handshake or a frame MAC (counted and rate-limited logging).
+    pub auth_failures: monofs_net::auth::FailureLog,
 }
 
 /// A snapshot of one shard's counters.
@@ -38,6 +40,8 @@ pub struct ShardStats {
     pub log_bytes: u64,
     /// Damaged extents and records the shard knows of (scan and reads).
     pub damaged: u64,
+    /// Connections refused by authentication (see `monofs_net::auth`).
+    pub auth_failures: u64,
 }
 
 /// Counters of every shard of a node.
@@ -62,6 +66,7 @@ impl NodeMetrics {
             t.keys += s.keys;
             t.log_bytes += s.log_bytes;
             t.damaged += s.damaged;
+            t.auth_failures += s.auth_failures;
         }
         t
     }
@@ -114,6 +119,7 @@ impl ShardMetrics {
             keys: self.keys.load(Relaxed),
             log_bytes: self.log_bytes.load(Relaxed),
             damaged: self.damaged.load(Relaxed),
+            auth_failures: self.auth_failures.count(),
         }
     }
 }

@@ -12,6 +12,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::io::ReadResult;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
+use monofs_net::auth::{
+    AuthError, FrameKey, ServerHandshake, Session, CLIENT_HELLO_LEN, HANDSHAKE_TIMEOUT, MAC_LEN, PROOF_LEN,
+};
 use monofs_net::hrw::shard_of;
 use monofs_net::proto::{frame_len, op, Request, Response};
 use monofs_net::MAX_FRAME;
@@ -51,11 +54,20 @@ pub struct Shard {
     pub metrics: Arc<ShardMetrics>,
     connections: Cell<usize>,
     inflight: Semaphore,
+    key: FrameKey,
 }
 
 impl Shard {
-    pub fn new(index: u16, shards: u16, node_id: String, log: ShardLog, metrics: Arc<ShardMetrics>) -> Shard {
+    pub fn new(
+        index: u16,
+        shards: u16,
+        node_id: String,
+        log: ShardLog,
+        metrics: Arc<ShardMetrics>,
+        key: FrameKey,
+    ) -> Shard {
         Shard {
+            key,
             index,
             shards,
             node_id,
@@ -187,8 +199,45 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) -> anyhow::Res
     }
 }
 
+/// The server's side of the handshake (see `monofs_net::auth`): fixed-size reads
+/// only, all within HANDSHAKE_TIMEOUT.
+async fn handshake(stream: &mut TcpStream, key: &FrameKey) -> Result<Session, AuthError> {
+    let exchange = async {
+        let mut hello = [0u8; CLIENT_HELLO_LEN];
+        if let Err(e) = stream.read_exact(&mut hello).await {
+            return Ok(Err(match e.kind() {
+                ErrorKind::UnexpectedEof => AuthError::Closed,
+                _ => AuthError::Io(e),
+            }));
+        }
+        let (hs, answer) = match ServerHandshake::respond(key, &hello) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut proof = [0u8; PROOF_LEN];
+        let io = async {
+            stream.write_all(&answer).await?;
+            stream.flush().await?;
+            stream.read_exact(&mut proof).await
+        };
+        Ok(match io.await {
+            Ok(()) => hs.finish(&proof),
+            Err(e) => Err(AuthError::Io(e)),
+        })
+    };
+    glommio::timer::timeout(HANDSHAKE_TIMEOUT, exchange).await.unwrap_or(Err(AuthError::Timeout))
+}
+
 async fn serve_conn(shard: &Shard, mut stream: TcpStream, peer: &str) {
     let _ = stream.set_nodelay(true);
+    let mut session = match handshake(&mut stream, &shard.key).await {
+        Ok(s) => s,
+        Err(AuthError::Closed) => return,
+        Err(e) => {
+            shard.metrics.auth_failures.record("node", peer, &e);
+            return;
+        }
+    };
     let mut out = Vec::new();
     loop {
         let mut hdr = [0u8; 4];
@@ -209,8 +258,8 @@ async fn serve_conn(shard: &Shard, mut stream: TcpStream, peer: &str) {
             }
         };
         // The request's bytes count against the shard's budget until answered.
-        let Ok(_permit) = shard.inflight.acquire_permit(n as u64).await else { return };
-        let mut body = vec![0u8; n];
+        let Ok(_permit) = shard.inflight.acquire_permit((n + MAC_LEN) as u64).await else { return };
+        let mut body = vec![0u8; n + MAC_LEN];
         let read = glommio::timer::timeout(BODY_TIMEOUT, async {
             stream.read_exact(&mut body).await.map_err(glommio::GlommioError::from)
         })
@@ -220,19 +269,25 @@ async fn serve_conn(shard: &Shard, mut stream: TcpStream, peer: &str) {
             tracing::warn!(shard = shard.index, peer, "incomplete request body of {n} bytes ({e}); closing connection");
             return;
         }
-        let req = match Request::decode(&body) {
+        let (b, mac) = body.split_at(n);
+        if let Err(e) = session.open(&[&hdr, b], mac) {
+            shard.metrics.auth_failures.record("node", peer, &e);
+            return;
+        }
+        let req = match Request::decode(b) {
             Ok(r) => r,
             Err(e) => {
                 shard.metrics.protocol_error();
                 tracing::warn!(shard = shard.index, peer, "undecodable request ({e}); closing connection");
-                let _ = send(&mut stream, &mut out, &Response::Error(format!("malformed request: {e}"))).await;
+                let resp = Response::Error(format!("malformed request: {e}"));
+                let _ = send(&mut stream, &mut session, &mut out, &resp).await;
                 return;
             }
         };
         drop(body);
         let sent = match shard.handle(req).await {
-            Reply::Resp(resp) => send(&mut stream, &mut out, &resp).await,
-            Reply::Data(d) => send_data(&mut stream, &d).await,
+            Reply::Resp(resp) => send(&mut stream, &mut session, &mut out, &resp).await,
+            Reply::Data(d) => send_data(&mut stream, &mut session, &d).await,
         };
         if let Err(e) = sent {
             tracing::debug!(shard = shard.index, peer, "write failed: {e}");
@@ -241,12 +296,14 @@ async fn serve_conn(shard: &Shard, mut stream: TcpStream, peer: &str) {
     }
 }
 
-async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, resp: &Response) -> std::io::Result<()> {
+async fn send(stream: &mut TcpStream, session: &mut Session, out: &mut Vec<u8>, resp: &Response) -> std::io::Result<()> {
     out.clear();
     out.extend_from_slice(&[0u8; 4]);
     resp.encode(out);
     let n = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&n.to_be_bytes());
+    let mac = session.seal(&[out]);
+    out.extend_from_slice(&mac);
     stream.write_all(out).await?;
     stream.flush().await?;
     // Keep a large response buffer from pinning memory on an idle connection.
@@ -256,27 +313,26 @@ async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, resp: &Response) -> std
     Ok(())
 }
 
-/// Send a DATA reply: frame header, opcode and length (9 bytes), then the data
-/// straight from the read buffer. One non-blocking `sendmsg` of both usually
-/// takes all of it; whatever it did not take is written through glommio.
-async fn send_data(stream: &mut TcpStream, d: &[u8]) -> std::io::Result<()> {
+/// Send a DATA reply: frame header, opcode and length (9 bytes), the data straight
+/// from the read buffer, then the frame's MAC. One non-blocking `sendmsg` of the three
+/// usually takes all of it; whatever it did not take is written through glommio.
+async fn send_data(stream: &mut TcpStream, session: &mut Session, d: &[u8]) -> std::io::Result<()> {
     let mut hdr = [0u8; 9];
     hdr[..4].copy_from_slice(&((1 + 4 + d.len()) as u32).to_be_bytes());
     hdr[4] = op::DATA;
     hdr[5..].copy_from_slice(&(d.len() as u32).to_be_bytes());
-    let mut iov = [
-        libc::iovec { iov_base: hdr.as_ptr() as *mut libc::c_void, iov_len: hdr.len() },
-        libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() },
-    ];
-    // SAFETY: a zeroed msghdr is valid; it points at the two iovecs, which
-    // point at `hdr` and `d`, all alive for the duration of the call.
+    let mac = session.seal(&[&hdr, d]);
+    let parts: [&[u8]; 3] = [&hdr, d, &mac];
+    let mut iov = parts.map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() });
+    // SAFETY: a zeroed msghdr is valid; it points at the three iovecs, which
+    // point at `hdr`, `d` and `mac`, all alive for the duration of the call.
     let sent = unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = iov.len() as _;
         libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     };
-    let sent = if sent < 0 {
+    let mut skip = if sent < 0 {
         let e = std::io::Error::last_os_error();
         if e.kind() != ErrorKind::WouldBlock {
             return Err(e);
@@ -285,11 +341,13 @@ async fn send_data(stream: &mut TcpStream, d: &[u8]) -> std::io::Result<()> {
     } else {
         sent as usize
     };
-    if sent < hdr.len() {
-        stream.write_all(&hdr[sent..]).await?;
-        stream.write_all(d).await?;
-    } else if sent < hdr.len() + d.len() {
-        stream.write_all(&d[sent - hdr.len()..]).await?;
+    for p in parts {
+        if skip >= p.len() {
+            skip -= p.len();
+            continue;
+        }
+        stream.write_all(&p[skip..]).await?;
+        skip = 0;
     }
     stream.flush().await
 }

@@ -170,7 +170,7 @@ fn full_filesystem() {
 }
 
 fn damaged(addr: &str) -> serde_json::Value {
-    match Conn::connect(addr).unwrap().call(&Request::Damaged).unwrap() {
+    match Conn::connect(addr, &test_key()).unwrap().call(&Request::Damaged).unwrap() {
         Response::Data(d) => serde_json::from_slice(&d).unwrap(),
         other => panic!("DAMAGED answered {other:?}"),
     }
@@ -185,7 +185,7 @@ fn damaged_record_is_read_from_the_other_replica() {
     let (n1, a1) = start_named(&db1, 1, "a");
     let (n2, a2) = start_named(&db2, 1, "b");
     let nodes = vec![NodeAddr { id: "a".into(), addr: a1 }, NodeAddr { id: "b".into(), addr: a2 }];
-    let cluster = Cluster::new(nodes, 2);
+    let cluster = Cluster::new(nodes, 2, &test_key());
     let items: Vec<_> = (0..20).map(|i| (key(i), value(i, 6000))).collect();
     for it in &items {
         cluster.put_batch(vec![it.clone()]).unwrap();
@@ -202,11 +202,11 @@ fn damaged_record_is_read_from_the_other_replica() {
     let (n1, a1) = start_named(&db1, 1, "a");
     let (n2, a2) = start_named(&db2, 1, "b");
     let nodes = vec![NodeAddr { id: "a".into(), addr: a1.clone() }, NodeAddr { id: "b".into(), addr: a2 }];
-    let node_a = monofs_net::client::NodeClient::connect("a", &a1).unwrap();
+    let node_a = monofs_net::client::NodeClient::connect("a", &a1, &test_key()).unwrap();
     assert_eq!(node_a.stat(&key(5)).unwrap(), None);
     assert_eq!(node_a.get(&key(5), 0, 10).unwrap(), None);
     assert_eq!(node_a.get(&key(6), 0, u32::MAX).unwrap(), Some(value(6, 6000)));
-    let cluster = Cluster::new(nodes, 2);
+    let cluster = Cluster::new(nodes, 2, &test_key());
     for (k, v) in &items {
         assert_eq!(cluster.get(k, 0, u32::MAX).unwrap().as_ref(), Some(v));
     }

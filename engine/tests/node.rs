@@ -1,13 +1,12 @@
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::time::Duration;
 
 use common::*;
 use monofs_net::client::{Cluster, Conn, NetError};
 use monofs_net::hrw::shard_of;
+use monofs_net::auth::MAC_LEN;
 use monofs_net::proto::{NodeAddr, Request, Response};
 
 fn port_of(addr: &str) -> u16 {
@@ -55,13 +54,13 @@ fn put_get_stat_round_trip_two_shards() {
     assert_eq!(c.stat(&key(3)).unwrap(), Some(9));
 
     // Through the cluster client too.
-    let cluster = Cluster::new(vec![NodeAddr { id: "n1".into(), addr: addr.clone() }], 1);
+    let cluster = Cluster::new(vec![NodeAddr { id: "n1".into(), addr: addr.clone() }], 1, &test_key());
     cluster.put_batch(vec![(b"Nns".to_vec(), b"namespace".to_vec())]).unwrap();
     assert_eq!(cluster.get(b"Nns", 0, 100).unwrap().unwrap(), b"namespace");
 
     // HELLO on each shard's port names that shard.
     for s in 0..2u16 {
-        let mut conn = Conn::connect(&shard_addr(&addr, s)).unwrap();
+        let mut conn = Conn::connect(&shard_addr(&addr, s), &test_key()).unwrap();
         assert_eq!(
             conn.call(&Request::Hello).unwrap(),
             Response::HelloOk { node_id: "n1".into(), shards: 2, this_shard: s }
@@ -70,7 +69,7 @@ fn put_get_stat_round_trip_two_shards() {
 
     // A misdirected key is answered with the shard that owns it.
     let k = (1000..).map(key).find(|k| shard_of(k, 2) == 1).unwrap();
-    let mut conn0 = Conn::connect(&shard_addr(&addr, 0)).unwrap();
+    let mut conn0 = Conn::connect(&shard_addr(&addr, 0), &test_key()).unwrap();
     assert_eq!(conn0.call(&Request::Get { key: k.clone(), offset: 0, len: 1 }).unwrap(), Response::WrongShard(1));
     assert_eq!(conn0.call(&Request::Stat { key: k.clone() }).unwrap(), Response::WrongShard(1));
     assert_eq!(conn0.call(&Request::PutBatch(vec![(k.clone(), b"x".to_vec())])).unwrap(), Response::WrongShard(1));
@@ -308,19 +307,6 @@ fn old_format_log_is_refused() {
     assert_eq!(std::fs::read(db.join("shard-0.log")).unwrap(), h);
 }
 
-fn read_to_end_or_reset(s: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("connection not closed: {e}"),
-        }
-    }
-}
-
 #[test]
 fn malformed_input_closes_only_that_connection() {
     let db = db_dir("malformed");
@@ -329,35 +315,33 @@ fn malformed_input_closes_only_that_connection() {
     c.put_batch(vec![(key(1), b"one".to_vec())]).unwrap();
 
     // An idle, healthy connection opened before the bad ones.
-    let mut good = Conn::connect(&shard_addr(&addr, 0)).unwrap();
+    let mut good = Conn::connect(&shard_addr(&addr, 0), &test_key()).unwrap();
 
-    // Over-long frame header: closed without an answer.
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Over-long frame header from an authenticated peer: closed without an answer.
+    let (mut s, _) = raw_session(&addr, &test_key());
     s.write_all(&u32::MAX.to_be_bytes()).unwrap();
     assert_eq!(read_to_end_or_reset(&mut s), Vec::<u8>::new());
 
-    // Undecodable body: an ERROR frame, then closed.
+    // Undecodable body: an ERROR frame (with its MAC), then closed.
     for body in [vec![0x77u8], vec![], vec![0x03, 0, 200]] {
-        let mut s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
-        s.write_all(&body).unwrap();
+        let (mut s, mut session) = raw_session(&addr, &test_key());
+        s.write_all(&sealed(&mut session, &body)).unwrap();
         let got = read_to_end_or_reset(&mut s);
-        assert!(got.len() > 5, "{got:?}");
+        assert!(got.len() > 5 + MAC_LEN, "{got:?}");
         let n = u32::from_be_bytes(got[..4].try_into().unwrap()) as usize;
-        assert_eq!(got.len(), 4 + n);
-        assert!(matches!(Response::decode(&got[4..]).unwrap(), Response::Error(_)));
+        assert_eq!(got.len(), 4 + n + MAC_LEN);
+        session.open(&[&got[..4 + n]], &got[4 + n..]).unwrap();
+        assert!(matches!(Response::decode(&got[4..4 + n]).unwrap(), Response::Error(_)));
     }
 
     // A peer that hangs up mid-body.
-    let mut s = TcpStream::connect(&addr).unwrap();
+    let (mut s, _) = raw_session(&addr, &test_key());
     s.write_all(&1000u32.to_be_bytes()).unwrap();
     s.write_all(&[1, 2, 3]).unwrap();
     drop(s);
 
     // INGEST is not for nodes.
-    let mut conn = Conn::connect(&addr).unwrap();
+    let mut conn = Conn::connect(&addr, &test_key()).unwrap();
     let ingest = Request::Ingest(monofs_net::proto::IngestRequest {
         kind: monofs_net::proto::SourceKind::Git,
         content: monofs_net::proto::ContentMode::Eager,

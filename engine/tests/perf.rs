@@ -50,7 +50,7 @@ fn chunk_read4k() {
         .map(|t| {
             let (addr, stop) = (addr.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut conn = monofs_net::client::Conn::connect(&addr).unwrap();
+                let mut conn = monofs_net::client::Conn::connect(&addr, &test_key()).unwrap();
                 let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (t << 32);
                 let mut lat = Vec::new();
                 while !stop.load(Ordering::Relaxed) {

@@ -20,7 +20,6 @@ mod service;
 mod url;
 mod walk;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,9 +28,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use monofs_net::auth::{AuthError, AuthStream, FailureLog, FrameError, FrameKey};
 use monofs_net::client::NetError;
+use monofs_net::key::ClusterKey;
 use monofs_net::ns::NsEntry;
-use monofs_net::proto::{frame, frame_len, IngestRequest, Request, Response, SourceKind, MAX_STRING};
+use monofs_net::proto::{IngestRequest, Request, Response, SourceKind, MAX_STRING};
 
 pub use url::{redact, validate_ns_path};
 pub use walk::{BIG_BLOB, MAX_BATCH_BYTES};
@@ -40,6 +41,9 @@ pub use walk::{BIG_BLOB, MAX_BATCH_BYTES};
 pub const MAX_CONCURRENT_INGESTS: usize = 4;
 /// Open connections at once; further connections get `ERROR busy` and are closed.
 pub const MAX_CONNECTIONS: usize = 128;
+/// Connections beyond MAX_CONNECTIONS being told `ERROR busy` at once (each needs a
+/// handshake first); further ones are closed without an answer.
+pub const MAX_BUSY_REPLIES: usize = 16;
 pub use service::{FETCH_BLOB_SLOT_WAIT, MAX_CONCURRENT_FETCH_BLOBS};
 pub use prefetch::MAX_PREFETCH_JOBS;
 /// Default `FetcherConfig::max_cache_bytes`: 50 GiB.
@@ -97,19 +101,20 @@ pub fn namespace_path(url: &str, source_id: &str) -> Result<String, IngestError>
 /// skipped with everything under them.
 pub fn ingest(
     cache_dir: &Path,
+    key: &ClusterKey,
     req: &IngestRequest,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<Vec<NsEntry>, IngestError> {
     if req.kind == SourceKind::GoModule {
         // No server, so no configured proxy: `gomod::ingest` takes one.
-        return gomod::ingest(cache_dir, &gomod::GoModOptions::default(), req, progress);
+        return gomod::ingest(cache_dir, key, &gomod::GoModOptions::default(), req, progress);
     }
     // Without a server there is no prefetcher: a lazy ingest through this
     // function stores the trees only, and blobs come by FETCH_BLOB. The caller
     // is this process, not a client, so local sources are its own to read.
     let cache = cache::Cache::open(cache_dir, DEFAULT_MAX_CACHE_BYTES, DEFAULT_CACHE_AGE)
         .map_err(|e| IngestError::Cache { path: cache_dir.to_path_buf(), source: e })?;
-    service::Service::new(cache, git::FETCH_TIMEOUT, 0, true)
+    service::Service::new(cache, git::FETCH_TIMEOUT, 0, true, key.clone())
         .ingest_git(req, progress)
         .map(|i| vec![i.entry])
 }
@@ -193,6 +198,21 @@ struct Shared {
     svc: service::Service,
     ingests: AtomicUsize,
     conns: AtomicUsize,
+    busy_replies: AtomicUsize,
+    frame_key: FrameKey,
+    /// Peers refused by the handshake or a frame MAC.
+    auth_failures: FailureLog,
+}
+
+impl Shared {
+    /// The counter a connection's slot was taken from.
+    fn slots(&self, busy: bool) -> &AtomicUsize {
+        if busy {
+            &self.busy_replies
+        } else {
+            &self.conns
+        }
+    }
 }
 
 /// Decrements a counter when dropped.
@@ -228,7 +248,14 @@ pub fn start(cfg: FetcherConfig) -> anyhow::Result<FetcherHandle> {
     let cache = cache::Cache::open(&cfg.cache_dir, cfg.max_cache_bytes, cfg.cache_age)
         .with_context(|| format!("opening fetch cache {}", cfg.cache_dir.display()))?;
     cache.spawn_janitor(stop.clone())?;
-    let svc = service::Service::new(cache, cfg.fetch_timeout, cfg.prefetch_workers, cfg.allow_local_sources);
+    let frame_key = FrameKey::new(&cfg.cluster_key);
+    let svc = service::Service::new(
+        cache,
+        cfg.fetch_timeout,
+        cfg.prefetch_workers,
+        cfg.allow_local_sources,
+        cfg.cluster_key,
+    );
     svc.prefetch.spawn_workers(cfg.prefetch_workers, stop.clone())?;
     let shared = Arc::new(Shared {
         gomod: gomod::GoModOptions {
@@ -241,6 +268,9 @@ pub fn start(cfg: FetcherConfig) -> anyhow::Result<FetcherHandle> {
         svc,
         ingests: AtomicUsize::new(0),
         conns: AtomicUsize::new(0),
+        busy_replies: AtomicUsize::new(0),
+        frame_key,
+        auth_failures: FailureLog::new(),
     });
     let stop2 = stop.clone();
     let thread = std::thread::Builder::new()
@@ -270,38 +300,51 @@ pub fn start(cfg: FetcherConfig) -> anyhow::Result<FetcherHandle> {
     Ok(FetcherHandle { addr, stop, thread })
 }
 
-fn accept(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
+fn accept(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    if !try_inc(&shared.conns, MAX_CONNECTIONS) {
-        return send(
-            &mut stream,
-            &Response::Error("busy: the fetcher has too many connections; retry later".into()),
-        );
-    }
+    let busy = if try_inc(&shared.conns, MAX_CONNECTIONS) {
+        false
+    } else if try_inc(&shared.busy_replies, MAX_BUSY_REPLIES) {
+        true
+    } else {
+        tracing::warn!("{MAX_CONNECTIONS} connections and {MAX_BUSY_REPLIES} refusals in progress; closing a new one");
+        return Ok(());
+    };
     let spawned = std::thread::Builder::new()
         .name("monofs-fetcher-conn".into())
         .spawn({
             let shared = shared.clone();
             move || {
-                let _slot = Slot(&shared.conns);
-                if let Err(e) = serve(&mut stream, &shared) {
-                    tracing::debug!(error = %e, "connection ended");
+                let _slot = Slot(shared.slots(busy));
+                let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+                let mut conn = match AuthStream::accept(stream, &shared.frame_key) {
+                    Ok(c) => c,
+                    Err(AuthError::Closed) => return,
+                    Err(e) => return shared.auth_failures.record("fetcher", &peer, &e),
+                };
+                let r = if busy {
+                    send(&mut conn, &Response::Error("busy: the fetcher has too many connections; retry later".into()))
+                } else {
+                    serve(&mut conn, &shared, &peer)
+                };
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended");
                 }
             }
         });
     if spawned.is_err() {
-        shared.conns.fetch_sub(1, Ordering::SeqCst);
+        shared.slots(busy).fetch_sub(1, Ordering::SeqCst);
     }
     spawned.map(|_| ())
 }
 
-fn send(stream: &mut TcpStream, resp: &Response) -> std::io::Result<()> {
+fn send(conn: &mut AuthStream, resp: &Response) -> std::io::Result<()> {
     let mut body = Vec::new();
     resp.encode(&mut body);
-    stream.write_all(&frame(&body).map_err(std::io::Error::other)?)
+    conn.write_frame(&body)
 }
 
 fn error_text(msg: String) -> String {
@@ -315,20 +358,18 @@ fn error_text(msg: String) -> String {
     msg[..end].to_string()
 }
 
-fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
+fn serve(stream: &mut AuthStream, shared: &Shared, peer: &str) -> std::io::Result<()> {
     loop {
-        let mut hdr = [0u8; 4];
-        match stream.read_exact(&mut hdr) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let n = match frame_len(hdr) {
-            Ok(n) => n,
-            Err(e) => return send(stream, &Response::Error(format!("malformed frame: {e}"))),
+        let body = match stream.read_frame() {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(()),
+            Err(FrameError::Io(e)) => return Err(e),
+            Err(FrameError::Header(e)) => return send(stream, &Response::Error(format!("malformed frame: {e}"))),
+            Err(FrameError::Auth(e)) => {
+                shared.auth_failures.record("fetcher", peer, &e);
+                return Ok(());
+            }
         };
-        let mut body = vec![0u8; n];
-        stream.read_exact(&mut body)?;
         let req = match Request::decode(&body) {
             Ok(Request::Ingest(req)) => req,
             Ok(Request::FetchBlob(req)) => {
@@ -345,7 +386,7 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
             Ok(Request::Status) => {
                 let json = shared
                     .svc
-                    .status_json(&shared.addr.to_string(), shared.ingests.load(Ordering::SeqCst));
+                    .status_json(&shared.addr.to_string(), shared.ingests.load(Ordering::SeqCst), shared.auth_failures.count());
                 send(stream, &Response::Data(json.into_bytes()))?;
                 continue;
             }
@@ -388,7 +429,9 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
                 Ok(i) => (Ok(vec![i.entry]), i.pending),
                 Err(e) => (Err(e), None),
             },
-            SourceKind::GoModule => (gomod::ingest(&shared.cache_dir, &shared.gomod, &req, &mut on_progress), None),
+            SourceKind::GoModule => {
+                (gomod::ingest(&shared.cache_dir, &shared.svc.key, &shared.gomod, &req, &mut on_progress), None)
+            }
         };
         let resp = match result {
             Ok(entries) => match monofs_net::ns::encode(&entries) {

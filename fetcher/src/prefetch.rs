@@ -366,7 +366,7 @@ mod tests {
     fn src(ingest: u64) -> Arc<Source> {
         Arc::new(Source {
             repo_dir: PathBuf::from("/nonexistent"),
-            cluster: Cluster::new(vec![monofs_net::proto::NodeAddr { id: "n".into(), addr: "127.0.0.1:1".into() }], 1),
+            cluster: Cluster::new(vec![monofs_net::proto::NodeAddr { id: "n".into(), addr: "127.0.0.1:1".into() }], 1, &monofs_net::key::ClusterKey::from_bytes([1; monofs_net::key::KEY_LEN])),
             progress: Arc::new(RepoProgress::default()),
             ingest,
         })

@@ -58,6 +58,8 @@ pub(crate) struct Service {
     pub inflight: AtomicUsize,
     pub fetch_blobs: AtomicU64,
     ingest_seq: AtomicU64,
+    /// Presented to the nodes this fetcher stores on.
+    pub key: monofs_net::key::ClusterKey,
 }
 
 /// A lock per key (repository or blob file), forgotten once nobody holds it.
@@ -71,7 +73,13 @@ fn keyed_lock(path: &Path) -> Arc<Mutex<()>> {
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Service {
-    pub fn new(cache: Arc<Cache>, fetch_timeout: Duration, prefetch_workers: usize, allow_local_sources: bool) -> Service {
+    pub fn new(
+        cache: Arc<Cache>,
+        fetch_timeout: Duration,
+        prefetch_workers: usize,
+        allow_local_sources: bool,
+        key: monofs_net::key::ClusterKey,
+    ) -> Service {
         Service {
             allow_local_sources,
             prefetch: Prefetcher::new(cache.clone()),
@@ -84,6 +92,7 @@ impl Service {
             inflight: AtomicUsize::new(0),
             fetch_blobs: AtomicU64::new(0),
             ingest_seq: AtomicU64::new(0),
+            key,
         }
     }
 
@@ -165,7 +174,7 @@ impl Service {
         };
 
         // 3. Plan: the trees not yet stored, top-down, skipping stored subtrees.
-        let cluster = Cluster::new(req.nodes.clone(), req.replication as usize);
+        let cluster = Cluster::new(req.nodes.clone(), req.replication as usize, &self.key);
         p.phase("trees");
         let plan = walk::Planner::new(&repo, &cluster, &mut p).plan(root_tree)?;
         let trees: usize = plan.levels.iter().map(Vec::len).sum();
@@ -323,7 +332,7 @@ impl Service {
         }
         let fetch_url = url::fetch_url(&req.url, self.allow_local_sources)?;
         let shown = url::redact(&req.url);
-        let cluster = Cluster::new(req.nodes.clone(), req.replication as usize);
+        let cluster = Cluster::new(req.nodes.clone(), req.replication as usize, &self.key);
         let range = req.first_chunk..end as u32;
 
         // A materialized copy serves without the repository.
@@ -475,7 +484,7 @@ impl Service {
     }
 
     /// STATUS: health and cache figures as one JSON object.
-    pub fn status_json(&self, addr: &str, ingests: usize) -> String {
+    pub fn status_json(&self, addr: &str, ingests: usize, auth_failures: u64) -> String {
         let (cache_bytes, repos_cached, blobs_cached) = self.cache.usage();
         let hits = self.cache.hits.load(Ordering::Relaxed);
         let misses = self.cache.misses.load(Ordering::Relaxed);
@@ -483,7 +492,7 @@ impl Service {
         let mut s = format!(
             "{{\"addr\":{},\"healthy\":true,\"cache_bytes\":{cache_bytes},\"max_cache_bytes\":{},\
              \"repos_cached\":{repos_cached},\"blobs_cached\":{blobs_cached},\"hits\":{hits},\"misses\":{misses},\
-             \"hit_rate\":{rate:.4},\"evictions\":{},\"inflight_fetches\":{},\"fetch_blobs\":{},\"ingests_running\":{ingests},\
+             \"hit_rate\":{rate:.4},\"evictions\":{},\"inflight_fetches\":{},\"fetch_blobs\":{},\"ingests_running\":{ingests},\"auth_failures\":{auth_failures},\
              \"prefetch_workers\":{},\"prefetch_queued\":{},\"prefetch_done\":{},\"prefetch_boosted\":{},\"repos\":[",
             json_str(addr),
             self.cache.max_bytes(),

@@ -66,7 +66,7 @@ fn big_blob_is_streamed_in_bounded_memory() {
     let mut last = (String::new(), 0, 0);
     let mut calls = 0;
     let mut storing_since = None;
-    ingest(&tmp.path().join("cache"), &req, &mut |p, o, b| {
+    ingest(&tmp.path().join("cache"), &test_key(), &req, &mut |p, o, b| {
         calls += 1;
         if p == "blobs" && storing_since.is_none() {
             storing_since = Some(std::time::Instant::now());

@@ -240,11 +240,11 @@ fn opts(proxy: &str) -> GoModOptions {
 }
 
 fn run(cache: &Path, o: &GoModOptions, spec: &str, node: &FakeNode) -> Result<Vec<NsEntry>, IngestError> {
-    gomod::ingest(cache, o, &request(spec, vec![node.node_addr()]), &mut |_, _, _| {})
+    gomod::ingest(cache, &test_key(), o, &request(spec, vec![node.node_addr()]), &mut |_, _, _| {})
 }
 
 fn cluster(node: &FakeNode) -> Cluster {
-    Cluster::new(vec![node.node_addr()], 1)
+    Cluster::new(vec![node.node_addr()], 1, &test_key())
 }
 
 fn read_blob(c: &Cluster, oid: &Oid, size: u64) -> Vec<u8> {
@@ -539,10 +539,10 @@ fn missing_proxy_configuration_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let node = FakeNode::start("n1", false);
     let req = request("example.com/hello@v1.0.0", vec![node.node_addr()]);
-    let r = monofs_fetcher::ingest(tmp.path(), &req, &mut |_, _, _| {});
+    let r = monofs_fetcher::ingest(tmp.path(), &test_key(), &req, &mut |_, _, _| {});
     let msg = err_text(r);
     assert!(msg.contains("no module proxy configured") && msg.contains("--gomod-proxy"), "{msg}");
-    let r = gomod::ingest(tmp.path(), &GoModOptions::default(), &req, &mut |_, _, _| {});
+    let r = gomod::ingest(tmp.path(), &test_key(), &GoModOptions::default(), &req, &mut |_, _, _| {});
     assert!(err_text(r).contains("--gomod-proxy"));
 }
 

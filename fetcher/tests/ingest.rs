@@ -29,7 +29,7 @@ fn run(
     req: &IngestRequest,
 ) -> (Result<monofs_net::ns::NsEntry, IngestError>, Vec<String>) {
     let mut phases = Vec::new();
-    let r = ingest(cache, req, &mut |p, _, _| phases.push(p.to_string())).map(|mut v| {
+    let r = ingest(cache, &test_key(), req, &mut |p, _, _| phases.push(p.to_string())).map(|mut v| {
         assert_eq!(v.len(), 1, "a Git ingest publishes one entry");
         v.remove(0)
     });
@@ -157,7 +157,7 @@ fn file_url_stores_every_record_once_on_its_owners() {
     assert_eq!(phases.first().map(String::as_str), Some("fetching"));
     assert_eq!(phases.last().map(String::as_str), Some("done"));
 
-    let cluster = Cluster::new(addrs, 2);
+    let cluster = Cluster::new(addrs, 2, &test_key());
     let mut seen = Vec::new();
     assert_eq!(check_tree(&repo, &cluster, &e.root_tree, &mut seen), 4);
 
@@ -196,7 +196,7 @@ fn plain_path_refs_tags_and_shas() {
     let node = FakeNode::start("solo", false);
     let cache = tmp.path().join("cache");
     let url = repo.display().to_string();
-    let cluster = Cluster::new(vec![node.node_addr()], 1);
+    let cluster = Cluster::new(vec![node.node_addr()], 1, &test_key());
     for (r, rev) in [("other", "other"), ("v1", "v1^{commit}"), ("main", "main")] {
         let e = run(&cache, &request(&url, r, vec![node.node_addr()], 1))
             .0
@@ -344,7 +344,7 @@ fn git_daemon_transport() {
     let repo = fixture_repo(tmp.path());
     let daemon = Daemon::start(tmp.path());
     let node = FakeNode::start("solo", false);
-    let cluster = Cluster::new(vec![node.node_addr()], 1);
+    let cluster = Cluster::new(vec![node.node_addr()], 1, &test_key());
     let url = format!("git://127.0.0.1:{}/fixture", daemon.port);
     let cache = tmp.path().join("cache");
     let e = run(&cache, &request(&url, "", vec![node.node_addr()], 1))
@@ -438,6 +438,7 @@ fn throughput_many_small_files() {
     let t = std::time::Instant::now();
     let e = ingest(
         &tmp.path().join("cache"),
+        &test_key(),
         &request(&r.display().to_string(), "", vec![node.node_addr()], 1),
         &mut |_, _, _| {
             calls.fetch_add(1, Ordering::Relaxed);

@@ -36,7 +36,7 @@ fn ingest_req(url: &str, content: ContentMode, nodes: Vec<NodeAddr>) -> IngestRe
 }
 
 fn ingest_over(addr: &str, req: IngestRequest) -> (Result<NsEntry, String>, Vec<String>) {
-    let mut conn = Conn::connect(addr).unwrap();
+    let mut conn = Conn::connect(addr, &test_key()).unwrap();
     conn.send(&Request::Ingest(req)).unwrap();
     let mut phases = Vec::new();
     loop {
@@ -50,7 +50,7 @@ fn ingest_over(addr: &str, req: IngestRequest) -> (Result<NsEntry, String>, Vec<
 }
 
 fn status(addr: &str) -> serde_json::Value {
-    match Conn::connect(addr).unwrap().call(&Request::Status).unwrap() {
+    match Conn::connect(addr, &test_key()).unwrap().call(&Request::Status).unwrap() {
         Response::Data(d) => serde_json::from_slice(&d).unwrap(),
         other => panic!("unexpected {other:?}"),
     }
@@ -80,7 +80,7 @@ fn fetch_blob(addr: &str, url: &str, oid: Oid, size: u64, first: u32, n: u32, no
         replication: 1,
         nodes,
     };
-    match Conn::connect(addr).unwrap().call(&Request::FetchBlob(req)) {
+    match Conn::connect(addr, &test_key()).unwrap().call(&Request::FetchBlob(req)) {
         Ok(Response::Ok) => Ok(()),
         Err(NetError::Remote { message, .. }) => Err(message),
         other => panic!("unexpected {other:?}"),

@@ -54,7 +54,7 @@ fn local_sources_only_when_allowed() {
 
     // The default: refused before git runs, with the flag named.
     let closed = start(cfg("closed")).unwrap();
-    let mut conn = Conn::connect(&closed.local_addr().to_string()).unwrap();
+    let mut conn = Conn::connect(&closed.local_addr().to_string(), &common::test_key()).unwrap();
     for u in &urls {
         let msg = ingest_over(&mut conn, req(u.clone())).0.unwrap_err();
         assert!(msg.contains("--allow-local-sources"), "{u}: {msg}");
@@ -66,7 +66,7 @@ fn local_sources_only_when_allowed() {
     closed.shutdown();
 
     let open = start(local_ok(cfg("open"))).unwrap();
-    let mut conn = Conn::connect(&open.local_addr().to_string()).unwrap();
+    let mut conn = Conn::connect(&open.local_addr().to_string(), &common::test_key()).unwrap();
     for u in &urls {
         let e = ingest_over(&mut conn, req(u.clone())).0.unwrap();
         assert_eq!(e.path, "local/fixture", "{u}");
@@ -82,7 +82,7 @@ fn serves_ingest_with_progress_and_errors() {
     let h = start(local_ok(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), common::test_key())))
     .unwrap();
     let addr = h.local_addr().to_string();
-    let mut conn = Conn::connect(&addr).unwrap();
+    let mut conn = Conn::connect(&addr, &test_key()).unwrap();
     let req = IngestRequest {
         kind: monofs_net::proto::SourceKind::Git,
         content: monofs_net::proto::ContentMode::Eager,
@@ -142,7 +142,7 @@ fn serves_ingest_with_progress_and_errors() {
         .map(|i| {
             let (addr, req) = (addr.clone(), req.clone());
             std::thread::spawn(move || {
-                let mut c = Conn::connect(&addr).unwrap();
+                let mut c = Conn::connect(&addr, &test_key()).unwrap();
                 let git_ref = if i == 0 { "other" } else { "main" };
                 ingest_over(
                     &mut c,
@@ -165,5 +165,5 @@ fn serves_ingest_with_progress_and_errors() {
         );
     }
     h.shutdown();
-    assert!(Conn::connect(&addr).is_err(), "no longer listening");
+    assert!(Conn::connect(&addr, &test_key()).is_err(), "no longer listening");
 }

@@ -2,15 +2,16 @@
 //! a bounded pool of idle connections per shard, and cluster-wide placement.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::codec::{DecodeError, EncodeError};
+use crate::auth::{AuthError, AuthStream, FailureLog, FrameError, FrameKey};
+use crate::codec::{check_len, DecodeError, EncodeError};
 use crate::hrw;
+use crate::key::ClusterKey;
 use crate::keys;
-use crate::proto::{frame, frame_len, NodeAddr, Request, Response};
+use crate::proto::{NodeAddr, Request, Response};
 
 /// How long to wait for a TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,6 +26,8 @@ pub enum NetError {
     Io { addr: String, source: std::io::Error },
     #[error("{addr}: request cannot be sent: {source}")]
     Encode { addr: String, source: EncodeError },
+    #[error("{addr}: {source}")]
+    Auth { addr: String, source: AuthError },
     #[error("{addr}: malformed response: {source}")]
     Decode { addr: String, source: DecodeError },
     #[error("{addr}: {message}")]
@@ -38,14 +41,23 @@ pub enum NetError {
 /// Key/value pairs of one PUT_BATCH.
 pub type Items = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// One connection; requests strictly alternate with responses.
+/// Authentication failures this process's clients met (servers that do not hold
+/// the cluster key, frames that did not verify).
+pub static AUTH_FAILURES: FailureLog = FailureLog::new();
+
+/// One authenticated connection; requests strictly alternate with responses.
 pub struct Conn {
     addr: String,
-    stream: TcpStream,
+    stream: AuthStream,
 }
 
 impl Conn {
-    pub fn connect(addr: &str) -> Result<Conn, NetError> {
+    /// Connect and authenticate with `key` (see `auth`).
+    pub fn connect(addr: &str, key: &ClusterKey) -> Result<Conn, NetError> {
+        Conn::connect_with(addr, &FrameKey::new(key))
+    }
+
+    pub fn connect_with(addr: &str, key: &FrameKey) -> Result<Conn, NetError> {
         let io = |source| NetError::Io { addr: addr.to_string(), source };
         let sa = addr
             .to_socket_addrs()
@@ -56,6 +68,12 @@ impl Conn {
         stream.set_nodelay(true).map_err(io)?;
         stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
         stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
+        let stream = AuthStream::connect(stream, key).map_err(|source| {
+            if !matches!(source, AuthError::Closed) {
+                AUTH_FAILURES.record("client", addr, &source);
+            }
+            NetError::Auth { addr: addr.to_string(), source }
+        })?;
         Ok(Conn { addr: addr.to_string(), stream })
     }
 
@@ -66,26 +84,35 @@ impl Conn {
     /// Change how long a send or a wait for a response may take.
     pub fn set_io_timeout(&mut self, t: Duration) -> Result<(), NetError> {
         let io = |source| NetError::Io { addr: self.addr.clone(), source };
-        self.stream.set_read_timeout(Some(t)).map_err(io)?;
-        self.stream.set_write_timeout(Some(t)).map_err(io)
+        self.stream.get_ref().set_read_timeout(Some(t)).map_err(io)?;
+        self.stream.get_ref().set_write_timeout(Some(t)).map_err(io)
     }
 
     pub fn send(&mut self, req: &Request) -> Result<(), NetError> {
         let mut body = Vec::new();
         req.encode(&mut body);
-        let framed = frame(&body).map_err(|source| NetError::Encode { addr: self.addr.clone(), source })?;
+        check_len("frame body", body.len(), crate::MAX_FRAME)
+            .map_err(|source| NetError::Encode { addr: self.addr.clone(), source })?;
         self.stream
-            .write_all(&framed)
+            .write_frame(&body)
             .map_err(|source| NetError::Io { addr: self.addr.clone(), source })
     }
 
     pub fn recv(&mut self) -> Result<Response, NetError> {
-        let io = |source| NetError::Io { addr: self.addr.clone(), source };
-        let mut hdr = [0u8; 4];
-        self.stream.read_exact(&mut hdr).map_err(io)?;
-        let n = frame_len(hdr).map_err(|source| NetError::Decode { addr: self.addr.clone(), source })?;
-        let mut body = vec![0u8; n];
-        self.stream.read_exact(&mut body).map_err(io)?;
+        let addr = || self.addr.clone();
+        let body = match self.stream.read_frame() {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                let source = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
+                return Err(NetError::Io { addr: addr(), source });
+            }
+            Err(FrameError::Io(source)) => return Err(NetError::Io { addr: addr(), source }),
+            Err(FrameError::Header(source)) => return Err(NetError::Decode { addr: addr(), source }),
+            Err(FrameError::Auth(source)) => {
+                AUTH_FAILURES.record("client", &self.addr, &source);
+                return Err(NetError::Auth { addr: addr(), source });
+            }
+        };
         match Response::decode(&body) {
             Ok(Response::Error(message)) => Err(NetError::Remote { addr: self.addr.clone(), message }),
             Ok(r) => Ok(r),
@@ -106,6 +133,7 @@ impl Conn {
 /// A node: its shards each listen on `port + shard`.
 pub struct NodeClient {
     pub id: String,
+    key: FrameKey,
     host: String,
     base_port: u16,
     shards: u16,
@@ -113,8 +141,12 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    pub fn connect(id: &str, addr: &str) -> Result<NodeClient, NetError> {
-        let mut c = Conn::connect(addr)?;
+    pub fn connect(id: &str, addr: &str, key: &ClusterKey) -> Result<NodeClient, NetError> {
+        NodeClient::connect_with(id, addr, &FrameKey::new(key))
+    }
+
+    fn connect_with(id: &str, addr: &str, key: &FrameKey) -> Result<NodeClient, NetError> {
+        let mut c = Conn::connect_with(addr, key)?;
         let (node_id, shards) = match c.call(&Request::Hello)? {
             Response::HelloOk { node_id, shards, .. } => (node_id, shards),
             other => return Err(c.unexpected(&other)),
@@ -137,6 +169,7 @@ impl NodeClient {
             .map_err(|_| NetError::Remote { addr: addr.into(), message: "bad port".into() })?;
         Ok(NodeClient {
             id: id.to_string(),
+            key: key.clone(),
             host: host.to_string(),
             base_port,
             shards,
@@ -154,7 +187,7 @@ impl NodeClient {
         let pooled = crate::sync::lock(&self.idle[shard as usize]).pop();
         let mut conn = match pooled {
             Some(c) => c,
-            None => Conn::connect(&format!("{}:{}", self.host, self.base_port + shard))?,
+            None => Conn::connect_with(&format!("{}:{}", self.host, self.base_port + shard), &self.key)?,
         };
         let resp = conn.call(req);
         if resp.is_ok() {
@@ -210,15 +243,16 @@ impl NodeClient {
 pub struct Cluster {
     nodes: Vec<NodeAddr>,
     replication: usize,
+    key: FrameKey,
     clients: Arc<Vec<Mutex<Option<Arc<NodeClient>>>>>,
 }
 
 impl Cluster {
-    pub fn new(nodes: Vec<NodeAddr>, replication: usize) -> Cluster {
+    pub fn new(nodes: Vec<NodeAddr>, replication: usize, key: &ClusterKey) -> Cluster {
         assert!(!nodes.is_empty(), "a cluster needs at least one node");
         let replication = replication.clamp(1, nodes.len());
         let clients = Arc::new(nodes.iter().map(|_| Mutex::new(None)).collect());
-        Cluster { nodes, replication, clients }
+        Cluster { nodes, replication, key: FrameKey::new(key), clients }
     }
 
     pub fn nodes(&self) -> &[NodeAddr] {
@@ -240,7 +274,7 @@ impl Cluster {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = Arc::new(NodeClient::connect(&self.nodes[i].id, &self.nodes[i].addr)?);
+        let c = Arc::new(NodeClient::connect_with(&self.nodes[i].id, &self.nodes[i].addr, &self.key)?);
         *slot = Some(c.clone());
         Ok(c)
     }

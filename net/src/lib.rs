@@ -13,6 +13,7 @@ pub mod ns;
 pub mod client;
 pub mod key;
 pub mod sync;
+pub mod auth;
 
 pub use codec::{DecodeError, EncodeError};
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use monofs_net::auth::FrameKey;
 use monofs_net::client::{Conn, NetError};
 use monofs_net::hrw;
 use monofs_net::ns::NsEntry;
@@ -73,7 +74,7 @@ impl Router {
         self.fetchers
             .iter()
             .map(|addr| {
-                let r = Conn::connect(addr).and_then(|mut c| {
+                let r = Conn::connect_with(addr, &self.frame_key).and_then(|mut c| {
                     c.set_io_timeout(Duration::from_secs(10))?;
                     c.call(&Request::Status)
                 });
@@ -121,6 +122,7 @@ impl Router {
         let mut entries = None;
         with_fetcher(
             &self.fetchers,
+            &self.frame_key,
             p.url.as_bytes(),
             FETCHER_SILENCE,
             &req,
@@ -160,6 +162,7 @@ impl Router {
 /// returns Some. An error answer from a reachable fetcher is final.
 pub(crate) fn with_fetcher(
     fetchers: &[String],
+    frame_key: &FrameKey,
     key: &[u8],
     silence: std::time::Duration,
     req: &Request,
@@ -172,7 +175,7 @@ pub(crate) fn with_fetcher(
     let mut unreachable = Vec::new();
     for i in hrw::owners(&ids, key, ids.len()) {
         let addr = &fetchers[i];
-        let mut conn = match Conn::connect(addr) {
+        let mut conn = match Conn::connect_with(addr, frame_key) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(fetcher = %addr, error = %e, "fetcher unreachable, trying the next");

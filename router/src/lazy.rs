@@ -81,7 +81,8 @@ impl Router {
             self.flights.running.fetch_add(1, Ordering::SeqCst);
             t
         };
-        let (flights, t, fetchers) = (self.flights.clone(), ticket.clone(), self.fetchers.clone());
+        let (flights, t, fetchers, frame_key) =
+            (self.flights.clone(), ticket.clone(), self.fetchers.clone(), self.frame_key.clone());
         let req = Request::FetchBlob(FetchBlobRequest {
             kind: source_kind(&url),
             url,
@@ -95,7 +96,7 @@ impl Router {
         let spawned = std::thread::Builder::new().name("fetch-blob".into()).spawn(move || {
             // A panic must still end the flight, or every reader of these chunks
             // would wait out its deadline and `running` would leak.
-            let r = std::panic::catch_unwind(|| fetch_blob(&fetchers, &req))
+            let r = std::panic::catch_unwind(|| fetch_blob(&fetchers, &frame_key, &req))
                 .unwrap_or_else(|_| Err("fetch panicked".to_string()));
             if let Err(e) = &r {
                 tracing::error!(blob = %monofs_net::oid_hex(&key.0), chunk = key.1, error = %e, "fetch failed");
@@ -120,7 +121,7 @@ pub const BUSY_TRIES: u32 = 3;
 /// Pause between those tries.
 pub const BUSY_PAUSE: Duration = Duration::from_secs(1);
 
-fn fetch_blob(fetchers: &[String], req: &Request) -> Result<(), String> {
+fn fetch_blob(fetchers: &[String], frame_key: &monofs_net::auth::FrameKey, req: &Request) -> Result<(), String> {
     let Request::FetchBlob(f) = req else {
         unreachable!("fetch_blob takes FETCH_BLOB")
     };
@@ -128,6 +129,7 @@ fn fetch_blob(fetchers: &[String], req: &Request) -> Result<(), String> {
     loop {
         let r = with_fetcher(
             fetchers,
+            frame_key,
             f.url.as_bytes(),
             FETCH_TIMEOUT,
             req,

@@ -67,6 +67,8 @@ pub struct RouterConfig {
 pub struct Router {
     pub(crate) cluster: Cluster,
     pub(crate) fetchers: Vec<String>,
+    /// Authenticates this router to its fetchers (nodes: inside `cluster`).
+    pub(crate) frame_key: monofs_net::auth::FrameKey,
     ns: Mutex<Option<(Instant, Arc<Namespace>)>>,
     /// Serializes this router's read-modify-write of the namespace record.
     ns_write: Mutex<()>,
@@ -83,12 +85,13 @@ impl Router {
         nodes: Vec<NodeAddr>,
         replication: usize,
         fetchers: Vec<String>,
-        cluster_key: &monofs_net::key::ClusterKey,
+        key: &monofs_net::key::ClusterKey,
     ) -> Router {
         Router {
-            handle_key: handle::HandleKey::new(cluster_key),
-            cluster: Cluster::new(nodes, replication),
+            handle_key: handle::HandleKey::new(key),
+            cluster: Cluster::new(nodes, replication, key),
             fetchers,
+            frame_key: monofs_net::auth::FrameKey::new(key),
             ns: Mutex::new(None),
             ns_write: Mutex::new(()),
             dirs: ByteLru::new(DIR_CACHE_BYTES),

@@ -135,6 +135,13 @@ impl Metrics {
             "Ingests that failed.",
             self.ingests_failed.load(Relaxed),
         );
+        one(
+            &mut s,
+            "monofs_router_auth_failures_total",
+            "counter",
+            "Nodes or fetchers that failed authentication (wrong cluster key, a frame that did not verify).",
+            monofs_net::client::AUTH_FAILURES.count(),
+        );
         s.push_str(
             "# HELP monofs_node_damaged_records Damaged log extents and records a node found \
              (start-up scan and reads) since it started.\n# TYPE monofs_node_damaged_records gauge\n",

@@ -4,7 +4,9 @@
 # and on first read), reads running concurrently while eviction happens, then the
 # preferred fetcher killed mid-way: every read stays correct (the other fetcher fetches
 # again from the remote). Also: /api/fetchers and `monofs admin fetchers` report health,
-# and a remote that accepts connections but never answers fails within the bound.
+# and a remote that accepts connections but never answers fails within the bound; a
+# node started with another cluster key is refused by the router (a clear log line on
+# both, an error and no data for the client).
 . "$(dirname "$0")/../lib/common.sh"
 http_get() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())' "$1"; }
 e2e_repos_locked
@@ -133,4 +135,28 @@ cat "$E2E_TMP/hang.err"
 e2e_check "a hanging remote fails the ingest (exit 1)" test "$rc" = 1
 e2e_check "within the bound (30 s fetch timeout; took ${dt}s)" test "$dt" -le 45
 e2e_check "the namespace keeps what it had" sh -c "\"$MONOFS_BIN\" admin repos | grep -c local/ | grep -qx 2"
+
+e2e_step "a node with another cluster key is refused"
+"$MONOFS_BIN" admin gen-key "$E2E_TMP/other.key" 2>/dev/null
+ports=($(e2e_free_ports 3))
+N3=${ports[0]} P3=${ports[1]} H3=${ports[2]}
+n3_log="$E2E_TMP/bg-${#_e2e_pids[@]}.log"
+e2e_bg env MONOFS_CLUSTER_KEY_FILE="$E2E_TMP/other.key" \
+    "$MONOFS_BIN" node --addr "127.0.0.1:$N3" --node-id n3 --db-path "$E2E_TMP/n3" --shards 1
+e2e_wait_port "$N3" 30
+r3_log="$E2E_TMP/bg-${#_e2e_pids[@]}.log"
+e2e_bg "$MONOFS_BIN" router --bind 127.0.0.1 --port "$P3" --http-port "$H3" --nodes "n3=127.0.0.1:$N3"
+e2e_wait_port "$P3" 30
+set +e
+"$MONOFS_BIN" ls --server "127.0.0.1:$P3" / >"$E2E_TMP/wrongkey.out" 2>"$E2E_TMP/wrongkey.err"; rc=$?
+set -e
+cat "$E2E_TMP/wrongkey.err"
+e2e_check "listing through the router fails (exit $rc)" test "$rc" != 0
+e2e_check "and returns no entries" test ! -s "$E2E_TMP/wrongkey.out"
+refused="authentication failed: peer does not hold this cluster's key"
+e2e_check "the router logs the refusal naming the node" \
+    sh -c "grep -F \"$refused\" \"$r3_log\" | grep -q \"127.0.0.1:$N3\""
+e2e_check "the node logs the refusal" grep -qF "$refused" "$n3_log"
+auth_metric=$(http_get "http://127.0.0.1:$H3/metrics" | awk '$1 == "monofs_router_auth_failures_total" {print $2}')
+e2e_check "the router counts it (monofs_router_auth_failures_total ${auth_metric:-missing})" test "${auth_metric:-0}" -ge 1
 e2e_done

@@ -104,7 +104,47 @@ pub fn run_local<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 pub fn client(addr: &str) -> NodeClient {
-    NodeClient::connect("n1", addr).unwrap()
+    NodeClient::connect("n1", addr, &test_key()).unwrap()
+}
+
+/// A socket that completed the handshake by hand, with its session, so a test can
+/// send frames an honest client never would.
+pub fn raw_session(addr: &str, key: &monofs_net::key::ClusterKey) -> (std::net::TcpStream, monofs_net::auth::Session) {
+    use monofs_net::auth::{ClientHandshake, FrameKey, SERVER_HELLO_LEN};
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let (hs, hello) = ClientHandshake::start(&FrameKey::new(key));
+    s.write_all(&hello).unwrap();
+    let mut answer = [0u8; SERVER_HELLO_LEN];
+    s.read_exact(&mut answer).unwrap();
+    let fin = hs.finish(&answer);
+    s.write_all(&fin.proof.unwrap()).unwrap();
+    (s, fin.session.unwrap())
+}
+
+/// Everything the node sends until it closes the connection (a reset counts as closed;
+/// 20 s without either fails the test).
+pub fn read_to_end_or_reset(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("connection not closed: {e}"),
+        }
+    }
+}
+
+/// `body` as a frame with its MAC.
+pub fn sealed(session: &mut monofs_net::auth::Session, body: &[u8]) -> Vec<u8> {
+    let hdr = (body.len() as u32).to_be_bytes();
+    let mac = session.seal(&[&hdr, body]);
+    [&hdr[..], body, &mac].concat()
 }
 
 /// Deterministic bytes for a value.

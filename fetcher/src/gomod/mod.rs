@@ -382,6 +382,7 @@ fn ensure_version(b: &mut Batcher, cluster: &Cluster, dir: &Path, ev: &str) -> R
 /// `go/pkg/mod/...` entry and the `go/proxy/.../@v` entry, in that order.
 pub fn ingest(
     cache_dir: &Path,
+    key: &monofs_net::key::ClusterKey,
     opts: &GoModOptions,
     req: &IngestRequest,
     progress: &mut dyn FnMut(&str, u64, u64),
@@ -501,7 +502,7 @@ pub fn ingest(
     };
 
     // 3. Store: the files, their trees, the proxy directory; roots last.
-    let cluster = Cluster::new(req.nodes.clone(), req.replication as usize);
+    let cluster = Cluster::new(req.nodes.clone(), req.replication as usize, key);
     let mut b = Batcher::new(&cluster, prog);
     b.progress.force("storing", 0, 0);
     let mut z = zip::ZipArchive::new(File::open(&zip_path).map_err(cache_err(&zip_path))?)

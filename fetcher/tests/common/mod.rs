@@ -1,17 +1,18 @@
 //! Test helpers: Git repositories built with the `git` CLI, and a stand-in
-//! storage node speaking the net protocol from memory (the real node has its
-//! own tests; the end-to-end suite covers the pair).
+//! storage node speaking the net protocol from memory, authenticated with the
+//! test cluster key like a real node (the real node has its own tests; the
+//! end-to-end suite covers the pair).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use monofs_net::proto::{frame, frame_len, NodeAddr, Request, Response};
+use monofs_net::auth::{AuthStream, FrameKey};
+use monofs_net::proto::{NodeAddr, Request, Response};
 
 /// What a fake node holds for one key.
 #[derive(Clone, Debug)]
@@ -86,15 +87,10 @@ impl Drop for FakeNode {
     }
 }
 
-fn serve(mut s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: bool) {
-    loop {
-        let mut hdr = [0u8; 4];
-        if s.read_exact(&mut hdr).is_err() {
-            return;
-        }
-        let n = frame_len(hdr).unwrap();
-        let mut body = vec![0u8; n];
-        s.read_exact(&mut body).unwrap();
+fn serve(s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: bool) {
+    let Ok(mut s) = AuthStream::accept(s, &FrameKey::new(&test_key())) else { return };
+    // A frame that does not verify ends the connection, as on a real node.
+    while let Ok(Some(body)) = s.read_frame() {
         let resp = match Request::decode(&body).unwrap() {
             Request::Hello => Response::HelloOk {
                 node_id: id.to_string(),
@@ -135,7 +131,7 @@ fn serve(mut s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: boo
         };
         let mut out = Vec::new();
         resp.encode(&mut out);
-        if s.write_all(&frame(&out).expect("a stand-in node answers within MAX_FRAME")).is_err() {
+        if s.write_frame(&out).is_err() {
             return;
         }
     }
@@ -233,12 +229,12 @@ pub fn fixture_repo(root: &Path) -> PathBuf {
     r
 }
 
-/// A free TCP port on 127.0.0.1.
 /// The cluster key every test component shares.
 pub fn test_key() -> monofs_net::key::ClusterKey {
     monofs_net::key::ClusterKey::from_bytes([0x5a; monofs_net::key::KEY_LEN])
 }
 
+/// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

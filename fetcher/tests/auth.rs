@@ -37,7 +37,9 @@ fn ingest_without_the_key_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = fixture_repo(tmp.path());
     let node = FakeNode::start("solo", false);
-    let h = start(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), test_key())).unwrap();
+    let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), test_key());
+    cfg.allow_local_sources = true;
+    let h = start(cfg).unwrap();
     let addr = h.local_addr().to_string();
     let req = ingest_req(repo.display().to_string(), &node);
 
@@ -81,7 +83,9 @@ fn fetcher_with_another_key_is_refused_by_the_nodes() {
     let repo = fixture_repo(tmp.path());
     let node = FakeNode::start("solo", false);
     let other = ClusterKey::from_bytes([0x22; KEY_LEN]);
-    let h = start(FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), other.clone())).unwrap();
+    let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("cache"), other.clone());
+    cfg.allow_local_sources = true;
+    let h = start(cfg).unwrap();
     let addr = h.local_addr().to_string();
     let mut conn = Conn::connect(&addr, &other).unwrap();
     conn.send(&Request::Ingest(ingest_req(repo.display().to_string(), &node))).unwrap();

@@ -4,15 +4,20 @@
 //! locks still answer correctly.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+use monofs_net::auth::{AuthStream, FrameKey};
 use monofs_net::ns::NsEntry;
-use monofs_net::proto::{frame, frame_len, NodeAddr, Request, Response};
+use monofs_net::proto::{NodeAddr, Request, Response};
 use monofs_nfs::Backend;
 
 use crate::Router;
+
+/// The cluster key of the router and its stand-in node.
+fn key() -> monofs_net::key::ClusterKey {
+    monofs_net::key::ClusterKey::from_bytes([3; monofs_net::key::KEY_LEN])
+}
 
 /// A one-shard node holding its values in memory.
 fn stand_in_node() -> NodeAddr {
@@ -21,37 +26,46 @@ fn stand_in_node() -> NodeAddr {
     let store: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>> = Arc::default();
     std::thread::spawn(move || {
         for s in l.incoming() {
-            let (mut s, store) = (s.unwrap(), store.clone());
-            std::thread::spawn(move || loop {
-                let mut hdr = [0u8; 4];
-                if s.read_exact(&mut hdr).is_err() {
+            let (s, store) = (s.unwrap(), store.clone());
+            std::thread::spawn(move || {
+                let Ok(mut s) = AuthStream::accept(s, &FrameKey::new(&key())) else {
                     return;
-                }
-                let mut body = vec![0u8; frame_len(hdr).unwrap()];
-                s.read_exact(&mut body).unwrap();
-                let mut st = store.lock().unwrap();
-                let resp = match Request::decode(&body).unwrap() {
-                    Request::Hello => Response::HelloOk { node_id: "n1".into(), shards: 1, this_shard: 0 },
-                    Request::PutBatch(items) => {
-                        st.extend(items);
-                        Response::Ok
-                    }
-                    Request::Get { key, offset, len } => match st.get(&key) {
-                        Some(v) => {
-                            let start = (offset as usize).min(v.len());
-                            Response::Data(v[start..(start + len as usize).min(v.len())].to_vec())
-                        }
-                        None => Response::NotFound,
-                    },
-                    other => Response::Error(format!("not a node request: {other:?}")),
                 };
-                let mut out = Vec::new();
-                resp.encode(&mut out);
-                s.write_all(&frame(&out).unwrap()).unwrap();
+                while let Ok(Some(body)) = s.read_frame() {
+                    let mut st = store.lock().unwrap();
+                    let resp = match Request::decode(&body).unwrap() {
+                        Request::Hello => Response::HelloOk {
+                            node_id: "n1".into(),
+                            shards: 1,
+                            this_shard: 0,
+                        },
+                        Request::PutBatch(items) => {
+                            st.extend(items);
+                            Response::Ok
+                        }
+                        Request::Get { key, offset, len } => match st.get(&key) {
+                            Some(v) => {
+                                let start = (offset as usize).min(v.len());
+                                Response::Data(
+                                    v[start..(start + len as usize).min(v.len())].to_vec(),
+                                )
+                            }
+                            None => Response::NotFound,
+                        },
+                        other => Response::Error(format!("not a node request: {other:?}")),
+                    };
+                    let mut out = Vec::new();
+                    resp.encode(&mut out);
+                    drop(st);
+                    s.write_frame(&out).unwrap();
+                }
             });
         }
     });
-    NodeAddr { id: "n1".into(), addr }
+    NodeAddr {
+        id: "n1".into(),
+        addr,
+    }
 }
 
 fn repo(path: &str) -> NsEntry {
@@ -79,7 +93,7 @@ fn panic_holding<T: Send + 'static>(r: &Arc<Router>, which: fn(&Router) -> &Mute
 
 #[test]
 fn a_panic_under_a_router_lock_does_not_spread() {
-    let router = Arc::new(Router::new(vec![stand_in_node()], 1, vec![], &monofs_net::key::ClusterKey::from_bytes([3; monofs_net::key::KEY_LEN])));
+    let router = Arc::new(Router::new(vec![stand_in_node()], 1, vec![], &key()));
     router.publish(repo("github.com/org/one")).unwrap();
     let root = router.mount(b"/").unwrap();
     let (host, _) = router.lookup(&root, b"github.com").unwrap();
@@ -96,5 +110,8 @@ fn a_panic_under_a_router_lock_does_not_spread() {
     let names: Vec<&[u8]> = page.entries.iter().map(|e| e.name.as_slice()).collect();
     assert_eq!(names, [b"one".as_slice(), b"two".as_slice()]);
     assert_eq!(router.mount(b"/github.com/org/two").map(|_| ()), Ok(()));
-    assert_eq!(router.lookup(&org, b"three").map(|_| ()), Err(monofs_nfs::Status::NoEnt));
+    assert_eq!(
+        router.lookup(&org, b"three").map(|_| ()),
+        Err(monofs_nfs::Status::NoEnt)
+    );
 }

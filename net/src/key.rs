@@ -6,8 +6,10 @@
 //! On disk: 64 lowercase hex digits and a newline, in a file only its owner may read.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::Path;
+
+use crate::secret::{self, SecretError};
 
 /// Bytes of a cluster key.
 pub const KEY_LEN: usize = 32;
@@ -25,12 +27,10 @@ pub struct ClusterKey([u8; KEY_LEN]);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cluster key file {path}: {source}")]
-    Io { path: String, source: io::Error },
+    #[error("cluster key file {0}")]
+    File(#[from] SecretError),
     #[error("cluster key file {path}: expected 64 hex digits (as written by `monofs up` or `monofs admin gen-key`)")]
     Malformed { path: String },
-    #[error("cluster key file {path} can be read by group or others (mode {mode:o}); chmod 600 it")]
-    TooOpen { path: String, mode: u32 },
 }
 
 impl ClusterKey {
@@ -40,45 +40,25 @@ impl ClusterKey {
 
     /// A new random key from the kernel's CSPRNG.
     pub fn generate() -> io::Result<ClusterKey> {
-        let mut b = [0u8; KEY_LEN];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-        Ok(ClusterKey(b))
+        Ok(Self::parse_hex(&secret::random_hex(KEY_LEN)?).expect("random_hex gives 2 digits a byte"))
     }
 
     /// Reads a key file; refuses one that group or others may read.
     pub fn load(path: &Path) -> Result<ClusterKey, KeyError> {
-        use std::os::unix::fs::PermissionsExt;
-        let p = path.display().to_string();
-        let io_err = |source| KeyError::Io { path: p.clone(), source };
-        let meta = std::fs::metadata(path).map_err(io_err)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen { path: p, mode });
-        }
-        let text = std::fs::read_to_string(path).map_err(io_err)?;
-        Self::parse_hex(text.trim()).ok_or(KeyError::Malformed { path: p })
+        // A few bytes beyond the hex digits and a newline tell a longer file apart.
+        let text = secret::read(path, 2 * KEY_LEN + 8)?;
+        Self::parse_hex(text.trim()).ok_or(KeyError::Malformed { path: path.display().to_string() })
     }
 
     /// Writes the key to a new file with mode 0600; fails if the file exists.
     pub fn write_new(&self, path: &Path) -> io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-        f.write_all(format!("{}\n", self.hex()).as_bytes())?;
-        f.sync_all()
+        secret::write_new(path, &self.hex())
     }
 
     /// The key at `path`, generating and writing one first if there is no such file
     /// (what `monofs up` does in its data directory).
     pub fn load_or_create(path: &Path) -> Result<ClusterKey, KeyError> {
-        if !path.exists() {
-            let k = ClusterKey::generate().map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
-            match k.write_new(path) {
-                Ok(()) => return Ok(k),
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(KeyError::Io { path: path.display().to_string(), source }),
-            }
-        }
+        secret::create_if_missing(path, || Ok(ClusterKey::generate()?.hex()))?;
         ClusterKey::load(path)
     }
 
@@ -125,7 +105,7 @@ mod tests {
         assert_eq!(ClusterKey::load(&path).unwrap(), k);
         assert_eq!(ClusterKey::load_or_create(&path).unwrap(), k, "an existing key is kept");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(ClusterKey::load(&path), Err(KeyError::TooOpen { .. })));
+        assert!(matches!(ClusterKey::load(&path), Err(KeyError::File(SecretError::TooOpen { .. }))));
         std::fs::write(dir.join("bad.key"), "zz\n").unwrap();
         std::fs::set_permissions(dir.join("bad.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(ClusterKey::load(&dir.join("bad.key")), Err(KeyError::Malformed { .. })));

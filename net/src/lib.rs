@@ -12,6 +12,7 @@ pub mod dir;
 pub mod ns;
 pub mod client;
 pub mod key;
+pub mod secret;
 pub mod sync;
 pub mod auth;
 

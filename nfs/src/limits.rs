@@ -49,6 +49,11 @@ pub const READ_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// A connection whose peer has not taken one byte of its queued replies for this long is
 /// closed (the peer stopped reading); only that connection's writer ever waits on it.
 pub const REPLY_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A full server makes room for a new connection by closing the one that has been quiet
+/// (nothing in flight, nothing queued, no byte received) the longest — as knfsd closes
+/// its oldest connection when over its limit — but only one quiet at least this long, so
+/// a client between two calls of a burst is never cut off.
+pub const EVICT_MIN_QUIET: Duration = Duration::from_secs(1);
 /// Socket send timeout of a connection's writer: how often it looks at the stall clock.
 pub const WRITE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Unsent reply bytes one connection may have queued: at or above it the connection is not

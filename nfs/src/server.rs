@@ -11,13 +11,15 @@
 //! Why two threads per connection rather than epoll: the reader's blocking reads and
 //! the writer's blocking writes keep the code std-only and every wait per-connection;
 //! with CONN_THREAD_STACK stacks, 2 × max_conns threads cost a few MiB of touched memory.
-//! Connections are bounded server-wide (max_conns) and per client address.
+//! Connections are bounded server-wide (max_conns) and per client address. A full
+//! server closes the connection quiet for longest (EVICT_MIN_QUIET at least) to admit a
+//! new one, so idle or half-sent connections from many addresses cannot lock others out.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Instant;
@@ -27,7 +29,7 @@ use crossbeam::channel::{bounded, select, unbounded, Receiver, Sender};
 use crate::defer::{Deferring, Parked, Parker};
 use crate::dispatch::{self, Exported, Services};
 use crate::limits::{
-    ACCEPT_POLL_INTERVAL, CONN_THREAD_STACK, DEFERRED_CALL_DEADLINE, MAX_QUEUED_REPLY_BYTES, READ_POLL_INTERVAL,
+    ACCEPT_POLL_INTERVAL, CONN_THREAD_STACK, DEFERRED_CALL_DEADLINE, EVICT_MIN_QUIET, MAX_QUEUED_REPLY_BYTES, READ_POLL_INTERVAL,
     REPLY_STALL_TIMEOUT, WORK_QUEUE_PER_WORKER, WRITE_POLL_INTERVAL,
 };
 use crate::record::{self, RecordRead};
@@ -48,8 +50,19 @@ struct Shared {
     /// travel here.
     retry: Sender<Job>,
     parker: Parker<(Job, Vec<u8>)>,
-    /// Connections open, in total and per client address.
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    open: Mutex<Open>,
+    /// Zero of the connections' `heard_ms` clocks.
+    epoch: Instant,
+    next_id: AtomicU64,
+}
+
+/// Connections holding a slot: counted in total and per client address, and by id (the
+/// candidates for eviction).
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+    conns: HashMap<u64, Arc<Conn>>,
 }
 
 /// A call that has been waiting on a ticket.
@@ -80,7 +93,12 @@ struct ConnState {
 
 /// One client connection, shared by its reader, its writer and the workers.
 struct Conn {
+    id: u64,
     peer: SocketAddr,
+    /// When a byte last arrived, in ms since `Shared::epoch`.
+    heard_ms: AtomicU64,
+    /// Its slot was given up (closed, or evicted for a new connection).
+    released: AtomicBool,
     stream: TcpStream,
     st: Mutex<ConnState>,
     changed: Condvar,
@@ -221,7 +239,9 @@ pub fn serve_tcp(listener: TcpListener, svc: Services, stats: Arc<ServerStats>, 
         shutdown: shutdown.clone(),
         retry,
         parker: Parker::new(),
-        open: Mutex::new((0, HashMap::new())),
+        open: Mutex::default(),
+        epoch: Instant::now(),
+        next_id: AtomicU64::new(0),
     });
     for i in 0..limits.workers {
         let (rx, retry_rx, sh) = (rx.clone(), retry_rx.clone(), sh.clone());
@@ -272,32 +292,59 @@ fn wait_for_connection(listener: &TcpListener) {
     }
 }
 
-/// Takes a connection slot for `ip`, or says which cap refused it.
+/// Takes a connection slot for `ip`, or says which cap refused it. A full server first
+/// evicts the connection quiet for longest, if one has been quiet for EVICT_MIN_QUIET.
 fn take_slot(sh: &Shared, ip: IpAddr) -> Result<(), &'static str> {
     let limits = &sh.svc.limits;
     let mut open = lock(&sh.open);
-    if open.0 >= limits.max_conns {
-        ServerStats::inc(&sh.stats.refused_conn_cap_total);
-        return Err("server connection limit reached");
-    }
-    let mine = open.1.entry(ip).or_insert(0);
-    if *mine >= limits.max_conns_per_client {
+    if open.per_client.get(&ip).copied().unwrap_or(0) >= limits.max_conns_per_client {
         ServerStats::inc(&sh.stats.refused_client_cap_total);
         return Err("per-client connection limit reached");
     }
-    *mine += 1;
-    open.0 += 1;
+    if open.total >= limits.max_conns {
+        let Some(victim) = quietest(sh, &open) else {
+            ServerStats::inc(&sh.stats.refused_conn_cap_total);
+            return Err("server connection limit reached");
+        };
+        release(sh, &mut open, &victim);
+        ServerStats::inc(&sh.stats.closed_evicted_total);
+        tracing::info!(peer = %victim.peer, "server full: closing the connection quiet for longest");
+        // Its threads see the shut socket and exit; its slot is already free.
+        let _ = victim.stream.shutdown(Shutdown::Both);
+    }
+    *open.per_client.entry(ip).or_insert(0) += 1;
+    open.total += 1;
     ServerStats::inc(&sh.stats.conns_open);
     Ok(())
 }
 
-fn free_slot(sh: &Shared, ip: IpAddr) {
-    let mut open = lock(&sh.open);
-    open.0 = open.0.saturating_sub(1);
-    if let Some(n) = open.1.get_mut(&ip) {
+/// The open connection with nothing in flight or queued that received nothing for the
+/// longest time, if that is at least EVICT_MIN_QUIET.
+fn quietest(sh: &Shared, open: &Open) -> Option<Arc<Conn>> {
+    let now = sh.epoch.elapsed().as_millis() as u64;
+    let min_quiet = EVICT_MIN_QUIET.as_millis() as u64;
+    open.conns
+        .values()
+        .filter(|c| now.saturating_sub(c.heard_ms.load(Ordering::Relaxed)) >= min_quiet && c.quiet())
+        .min_by_key(|c| c.heard_ms.load(Ordering::Relaxed))
+        .cloned()
+}
+
+/// Gives up `conn`'s slot, once.
+fn release(sh: &Shared, open: &mut Open, conn: &Conn) {
+    if conn.released.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    open.conns.remove(&conn.id);
+    free_slot(sh, open, conn.peer.ip());
+}
+
+fn free_slot(sh: &Shared, open: &mut Open, ip: IpAddr) {
+    open.total = open.total.saturating_sub(1);
+    if let Some(n) = open.per_client.get_mut(&ip) {
         *n -= 1;
         if *n == 0 {
-            open.1.remove(&ip);
+            open.per_client.remove(&ip);
         }
     }
     ServerStats::dec(&sh.stats.conns_open);
@@ -312,37 +359,53 @@ fn accept(sh: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, tx: &Sender<Job
     ServerStats::inc(&sh.stats.conns_accepted_total);
     if let Err(e) = start_conn(sh, stream, peer, tx.clone()) {
         tracing::warn!(%peer, error = %e, "could not start connection");
-        free_slot(sh, peer.ip());
     }
 }
 
+/// Starts serving a connection whose slot was taken; on failure the slot is given back.
 fn start_conn(sh: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, tx: Sender<Job>) -> io::Result<()> {
     // Accepted sockets must block; the timeouts are what wake us for deadlines and shutdown.
-    stream.set_nonblocking(false)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(READ_POLL_INTERVAL))?;
-    stream.set_write_timeout(Some(WRITE_POLL_INTERVAL))?;
-    let conn = Arc::new(Conn { peer, stream: stream.try_clone()?, st: Mutex::default(), changed: Condvar::new(), sh: sh.clone() });
+    let setup = || -> io::Result<TcpStream> {
+        stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(READ_POLL_INTERVAL))?;
+        stream.set_write_timeout(Some(WRITE_POLL_INTERVAL))?;
+        stream.try_clone()
+    };
+    let clone = setup().inspect_err(|_| free_slot(sh, &mut lock(&sh.open), peer.ip()))?;
+    let conn = Arc::new(Conn {
+        id: sh.next_id.fetch_add(1, Ordering::Relaxed),
+        peer,
+        heard_ms: AtomicU64::new(sh.epoch.elapsed().as_millis() as u64),
+        released: AtomicBool::new(false),
+        stream: clone,
+        st: Mutex::default(),
+        changed: Condvar::new(),
+        sh: sh.clone(),
+    });
+    lock(&sh.open).conns.insert(conn.id, conn.clone());
     tracing::debug!(%peer, "connection accepted");
+    let spawn = |name: &str| thread::Builder::new().name(name.into()).stack_size(CONN_THREAD_STACK);
     let writer = {
         let conn = conn.clone();
-        thread::Builder::new().name("nfs-conn-write".into()).stack_size(CONN_THREAD_STACK).spawn(move || write_loop(&conn))?
+        spawn("nfs-conn-write").spawn(move || write_loop(&conn))
     };
-    let spawned = thread::Builder::new().name("nfs-conn-read".into()).stack_size(CONN_THREAD_STACK).spawn({
+    let spawned = writer.and_then(|writer| {
         let conn = conn.clone();
-        move || {
+        spawn("nfs-conn-read").spawn(move || {
             if read_loop(&stream, &conn, &tx) {
                 conn.drain();
             }
             conn.close();
             let _ = writer.join();
-            free_slot(&conn.sh, peer.ip());
+            release(&conn.sh, &mut lock(&conn.sh.open), &conn);
             tracing::debug!(%peer, "connection closed");
-        }
+        })
     });
     if let Err(e) = spawned {
-        // The writer exits once the connection is closing.
+        // A writer already started exits once the connection is closing.
         conn.close();
+        release(sh, &mut lock(&sh.open), &conn);
         return Err(e);
     }
     Ok(())
@@ -375,6 +438,8 @@ impl Read for DeadlineReader<'_> {
                     if n > 0 {
                         self.last_heard = Instant::now();
                         self.record_started.get_or_insert(self.last_heard);
+                        let sh = &self.conn.sh;
+                        self.conn.heard_ms.store(sh.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                     }
                     return Ok(n);
                 }

@@ -17,6 +17,9 @@ pub struct ServerStats {
     pub closed_slow_record_total: AtomicU64,
     /// The peer took none of its queued replies for the stall timeout.
     pub closed_stalled_total: AtomicU64,
+    /// Closed to make room for a new connection while the server was full: the one
+    /// quiet for longest.
+    pub closed_evicted_total: AtomicU64,
     /// Gauge: reply bytes queued and not yet taken by peers.
     pub reply_bytes_queued: AtomicU64,
     /// Gauge: connections not read because their reply queue is full.
@@ -48,6 +51,7 @@ impl ServerStats {
             ("conns_closed_total{reason=\"idle\"}", "NFS connections closed by the server.", false, v(&self.closed_idle_total)),
             ("conns_closed_total{reason=\"slow_record\"}", "NFS connections closed by the server.", false, v(&self.closed_slow_record_total)),
             ("conns_closed_total{reason=\"stalled\"}", "NFS connections closed by the server.", false, v(&self.closed_stalled_total)),
+            ("conns_closed_total{reason=\"evicted\"}", "NFS connections closed by the server.", false, v(&self.closed_evicted_total)),
             ("reply_bytes_queued", "Reply bytes queued for NFS clients and not yet sent.", true, v(&self.reply_bytes_queued)),
             ("conns_paused", "NFS connections not read until their reply queue drains.", true, v(&self.conns_paused)),
             ("conns_paused_total", "Times an NFS connection was paused for a full reply queue.", false, v(&self.paused_total)),

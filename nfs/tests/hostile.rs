@@ -174,6 +174,43 @@ fn per_address_cap_refuses_one_address_not_another() {
     getattr_ok(&mut connect_from("127.0.0.1", server.addr), 10);
 }
 
+#[test]
+fn full_server_evicts_the_connection_quiet_for_longest() {
+    let stats = Arc::new(ServerStats::default());
+    let limits = Limits { max_conns: 3, ..Limits::default() };
+    let server = start_with(Arc::new(MemFs::new()), limits, None, stats.clone());
+    let mut oldest = connect_from("127.0.0.1", server.addr);
+    getattr_ok(&mut oldest, 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut half_sent = connect_from("127.0.0.1", server.addr);
+    half_sent.write_all(&(0x8000_0000u32 | (1 << 20)).to_be_bytes()).unwrap();
+    let mut busy = connect_from("127.0.0.1", server.addr);
+    // Too soon: nobody has been quiet for EVICT_MIN_QUIET, so the server refuses.
+    let mut early = connect_from("127.0.0.2", server.addr);
+    assert_closed(&mut early);
+    assert_eq!(stats.refused_conn_cap_total.load(Relaxed), 1);
+
+    let t = Instant::now();
+    let mut xid = 10;
+    while t.elapsed() < EVICT_MIN_QUIET + Duration::from_millis(300) {
+        getattr_ok(&mut busy, xid);
+        xid += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Full, and two connections quiet long enough: the older one makes room.
+    let mut newcomer = connect_from("127.0.0.2", server.addr);
+    getattr_ok(&mut newcomer, 100);
+    assert_closed(&mut oldest);
+    assert_eq!(stats.closed_evicted_total.load(Relaxed), 1);
+    getattr_ok(&mut busy, 101);
+    // The next newcomer takes the half-sent one's place.
+    let mut second = connect_from("127.0.0.3", server.addr);
+    getattr_ok(&mut second, 102);
+    assert_closed(&mut half_sent);
+    assert_eq!(stats.closed_evicted_total.load(Relaxed), 2);
+    assert_eq!(stats.conns_open.load(Relaxed), 3);
+}
+
 /// MemFs whose READs of /big.bin wait on tickets the test completes.
 struct Deferred {
     fs: MemFs,

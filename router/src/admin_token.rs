@@ -5,8 +5,10 @@
 //! On disk: the token on one line, in a file only its owner may read. A
 //! generated token is 64 hex digits (256 random bits).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::Path;
+
+use monofs_net::secret::{self, SecretError};
 
 /// Shortest token accepted from a file: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -17,12 +19,10 @@ const GENERATED_BYTES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("admin token file {path}: {source}")]
-    Io { path: String, source: io::Error },
+    #[error("admin token file {0}")]
+    File(#[from] SecretError),
     #[error("admin token file {path}: expected one line of {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} printable ASCII characters without spaces (`monofs up` writes one)")]
     Malformed { path: String },
-    #[error("admin token file {path} can be read by group or others (mode {mode:o}); chmod 600 it")]
-    TooOpen { path: String, mode: u32 },
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -31,28 +31,15 @@ pub struct AdminToken(String);
 impl AdminToken {
     /// A new random token from the kernel's CSPRNG.
     pub fn generate() -> io::Result<AdminToken> {
-        let mut b = [0u8; GENERATED_BYTES];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-        Ok(AdminToken(b.iter().map(|b| format!("{b:02x}")).collect()))
+        Ok(AdminToken(secret::random_hex(GENERATED_BYTES)?))
     }
 
     /// Reads a token file; refuses one that group or others may read.
     pub fn load(path: &Path) -> Result<AdminToken, TokenError> {
-        use std::os::unix::fs::PermissionsExt;
-        let p = path.display().to_string();
-        let io_err = |source| TokenError::Io { path: p.clone(), source };
-        let meta = std::fs::metadata(path).map_err(io_err)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TokenError::TooOpen { path: p, mode });
-        }
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_TOKEN_LEN as u64 + 2).read_to_string(&mut text))
-            .map_err(io_err)?;
+        let text = secret::read(path, MAX_TOKEN_LEN + 2)?;
         let t = text.trim();
         if t.len() < MIN_TOKEN_LEN || t.len() > MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(TokenError::Malformed { path: p });
+            return Err(TokenError::Malformed { path: path.display().to_string() });
         }
         Ok(AdminToken(t.to_string()))
     }
@@ -60,20 +47,7 @@ impl AdminToken {
     /// The token at `path`, generating and writing one (mode 0600) first if
     /// there is no such file (what `monofs up` does in its data directory).
     pub fn load_or_create(path: &Path) -> Result<AdminToken, TokenError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let io_err = |source| TokenError::Io { path: path.display().to_string(), source };
-        if !path.exists() {
-            let t = AdminToken::generate().map_err(io_err)?;
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-                Ok(mut f) => {
-                    f.write_all(format!("{}\n", t.0).as_bytes()).and_then(|_| f.sync_all()).map_err(io_err)?;
-                    return Ok(t);
-                }
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_err(e)),
-            }
-        }
+        secret::create_if_missing(path, || Ok(AdminToken::generate()?.0))?;
         AdminToken::load(path)
     }
 
@@ -121,7 +95,7 @@ mod tests {
         assert_eq!(format!("{t:?}"), "AdminToken(..)");
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(AdminToken::load(&path), Err(TokenError::TooOpen { .. })));
+        assert!(matches!(AdminToken::load(&path), Err(TokenError::File(SecretError::TooOpen { .. }))));
         for bad in ["short\n", "has a space in the middle of it\n", ""] {
             let p = dir.join("bad.token");
             let _ = std::fs::remove_file(&p);

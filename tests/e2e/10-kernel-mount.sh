@@ -183,7 +183,7 @@ GUEST
 
 e2e_step "VM 1: mount, check-tree x3, edge cases, EROFS, nconnect"
 vm1_t0=$(e2e_secs)
-e2e_vm --name 10-kernel-mount --timeout 400 --port "$E2E_NFS_PORT" "$E2E_TMP/guest1.sh" \
+e2e_vm --name 10-kernel-mount --timeout 700 --port "$E2E_NFS_PORT" "$E2E_TMP/guest1.sh" \
     "$MONOFS_ROOT/tests/check-tree.sh" "$man_content" "$man_real" "$man_v1" \
     || fail "VM 1 (status $?)"
 echo "e2e: VM 1 took $(awk -v a="$vm1_t0" -v b="$(e2e_secs)" 'BEGIN {printf "%.1f", b - a}')s" >&2

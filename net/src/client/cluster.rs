@@ -181,9 +181,9 @@ impl Cluster {
         (order, owners)
     }
 
-    /// Neither backed off after a failure nor, when probed, past the unhealthy threshold.
+    /// Healthy and not backed off after a failure.
     fn usable(&self, m: &Members, i: usize, now: Instant) -> bool {
-        lock(&m.slots[i].health).healthy(now, *lock(&self.inner.probing))
+        lock(&m.slots[i].health).usable(now, *lock(&self.inner.probing))
     }
 
     /// The client of node `i` (an index into `nodes()`), connecting if needed.

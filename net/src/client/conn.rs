@@ -34,7 +34,9 @@ impl Conn {
         stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
         stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
         let stream = AuthStream::connect(stream, key).map_err(|source| {
-            if !matches!(source, AuthError::Closed) {
+            // A silent peer proved nothing either way: it is a timeout, not an
+            // authentication failure.
+            if !matches!(source, AuthError::Closed | AuthError::Timeout) {
                 AUTH_FAILURES.record("client", addr, &source);
             }
             NetError::Auth { addr: addr.to_string(), source }

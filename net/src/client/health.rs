@@ -18,8 +18,8 @@ pub const MAX_ERROR_LEN: usize = 512;
 pub struct NodeHealth {
     pub id: String,
     pub addr: String,
-    /// False once nothing succeeded with the node for the unhealthy threshold
-    /// (only when the node is probed), or while it is backed off after a failure.
+    /// Probed nodes: something succeeded within the unhealthy threshold.
+    /// Nodes not probed: the last exchange succeeded.
     pub healthy: bool,
     /// Milliseconds since the last successful probe or request; None: never.
     pub last_ok_ms_ago: Option<u64>,
@@ -81,17 +81,19 @@ impl HealthState {
         self.backoff_until.is_some_and(|t| t > now)
     }
 
-    /// `threshold`: None when the node is not probed; then only a backoff makes
-    /// it unhealthy. `since`: when probing began (a node is given the threshold
-    /// to answer its first probe).
+    /// `threshold`: the unhealthy threshold and when probing began, None when
+    /// the node is not probed; then it is healthy until an exchange fails. A
+    /// probed node is given the threshold to answer its first probe.
     pub(crate) fn healthy(&self, now: Instant, threshold: Option<(Duration, Instant)>) -> bool {
-        if self.backing_off(now) {
-            return false;
-        }
         match threshold {
-            None => true,
+            None => self.consecutive_failures == 0,
             Some((t, since)) => now.saturating_duration_since(self.last_ok.map_or(since, |ok| ok.max(since))) < t,
         }
+    }
+
+    /// Healthy and not backed off: worth trying before the others.
+    pub(crate) fn usable(&self, now: Instant, threshold: Option<(Duration, Instant)>) -> bool {
+        !self.backing_off(now) && self.healthy(now, threshold)
     }
 
     pub(crate) fn report(&self, now: Instant) -> (Option<u64>, Option<u64>, u32, Option<String>, u64) {
@@ -134,6 +136,10 @@ mod tests {
         let th = Duration::from_secs(6);
         let mut h = HealthState::default();
         assert!(h.healthy(t0 + th * 10, None));
+        h.failed(t0, "x");
+        assert!(!h.healthy(t0, None) && !h.usable(t0, None));
+        assert!(h.healthy(t0, Some((th, t0))) && !h.usable(t0, Some((th, t0))));
+        h = HealthState::default();
         assert!(h.healthy(t0 + Duration::from_secs(5), Some((th, t0))));
         assert!(!h.healthy(t0 + th, Some((th, t0))));
         h.succeeded(t0 + th);

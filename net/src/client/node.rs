@@ -177,8 +177,13 @@ fn closed_before_reply(e: &NetError) -> bool {
         if matches!(source.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected))
 }
 
-/// The node did not answer within the time allowed.
+/// The node did not answer within the time allowed (the handshake included).
 pub fn is_timeout(e: &NetError) -> bool {
-    matches!(e, NetError::Io { source, .. }
-        if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    match e {
+        NetError::Io { source, .. } => {
+            matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        }
+        NetError::Auth { source, .. } => matches!(source, crate::auth::AuthError::Timeout),
+        _ => false,
+    }
 }

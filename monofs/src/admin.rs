@@ -24,6 +24,19 @@ pub enum AdminCmd {
     },
     /// Each fetcher's health, cache size, hit rate and fetches in flight.
     Fetchers(Common),
+    /// Each storage node: health, keys, bytes, damaged records, probe latency.
+    /// Exit status: 0 when every node is healthy, 5 when a node is unhealthy or
+    /// did not answer, 4 when the router cannot be reached, 1 on other errors.
+    Status(Common),
+    /// Cluster totals and per-node request counters (failures, timeouts,
+    /// connection retries). Exit status as for `status`.
+    Stats {
+        /// What to show.
+        #[arg(long = "type", value_enum, default_value_t = StatsType::All)]
+        kind: StatsType,
+        #[command(flatten)]
+        c: Common,
+    },
     /// Damaged log extents and keys each node found (at start-up or on reads):
     /// records there are skipped and read from other replicas.
     Damaged(Common),
@@ -41,9 +54,34 @@ pub struct Common {
     /// Router HTTP API.
     #[arg(long, env = "MONOFS_ROUTER", default_value = "http://127.0.0.1:20480")]
     router: String,
-    /// JSON output.
-    #[arg(long)]
+    /// Output: a table for people, or the router's JSON.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Same as --format json.
+    #[arg(long, hide = true)]
     json: bool,
+}
+
+impl Common {
+    fn json(&self) -> bool {
+        self.json || self.format == Format::Json
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsType {
+    /// Totals over the cluster.
+    Cluster,
+    /// One line per node.
+    Nodes,
+    /// Both.
+    All,
 }
 
 fn get(c: &Common, path: &str) -> Result<Value, ExitCode> {
@@ -87,7 +125,7 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
         }
         AdminCmd::Repos(c) => match get(&c, "/api/repos") {
             Err(code) => code,
-            Ok(v) if c.json => {
+            Ok(v) if c.json() => {
                 println!("{v}");
                 ExitCode::SUCCESS
             }
@@ -107,11 +145,11 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
         AdminCmd::Refresh { storage_id, c, token } => {
             let body = json!({"path": storage_id});
             let bearer = token.bearer(&c.router)?;
-            crate::ingest_cmd::follow(&c.router, "/api/refresh", body, &storage_id, c.json, bearer.as_deref())?
+            crate::ingest_cmd::follow(&c.router, "/api/refresh", body, &storage_id, c.json(), bearer.as_deref())?
         }
         AdminCmd::Damaged(c) => match get(&c, "/api/damaged") {
             Err(code) => code,
-            Ok(v) if c.json => {
+            Ok(v) if c.json() => {
                 println!("{v}");
                 all_answered(&v)
             }
@@ -120,9 +158,36 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
                 all_answered(&v)
             }
         },
+        AdminCmd::Status(c) => match get(&c, "/api/status") {
+            Err(code) => code,
+            Ok(v) => {
+                if c.json() {
+                    println!("{v}");
+                } else {
+                    print_status(&v);
+                }
+                all_healthy(&v)
+            }
+        },
+        AdminCmd::Stats { kind, c } => match get(&c, "/api/status") {
+            Err(code) => code,
+            Ok(v) => {
+                if c.json() {
+                    let out = match kind {
+                        StatsType::Cluster => json!({"router": v["router"], "cluster": v["cluster"], "replication": v["replication"]}),
+                        StatsType::Nodes => v["nodes"].clone(),
+                        StatsType::All => v.clone(),
+                    };
+                    println!("{out}");
+                } else {
+                    print_stats(&v, kind);
+                }
+                all_healthy(&v)
+            }
+        },
         AdminCmd::Fetchers(c) => match get(&c, "/api/fetchers") {
             Err(code) => code,
-            Ok(v) if c.json => {
+            Ok(v) if c.json() => {
                 println!("{v}");
                 ExitCode::SUCCESS
             }
@@ -162,6 +227,88 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
             }
         },
     })
+}
+
+/// 0 when every node of a status document is healthy, `exit::DEGRADED` otherwise.
+fn all_healthy(status: &Value) -> ExitCode {
+    let nodes = status["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !nodes.is_empty() && nodes.iter().all(|n| n["healthy"].as_bool() == Some(true) && n.get("stats_error").is_none()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::DEGRADED)
+    }
+}
+
+fn opt_num(v: &Value) -> String {
+    v.as_u64().map_or("-".into(), |n| n.to_string())
+}
+
+fn print_status(status: &Value) {
+    println!(
+        "{:<16} {:<22} {:<9} {:>10} {:>10} {:>8} {:>10}",
+        "NODE", "ADDR", "HEALTH", "KEYS", "BYTES", "DAMAGED", "LATENCY"
+    );
+    for n in status["nodes"].as_array().into_iter().flatten() {
+        let health = match (n["healthy"].as_bool(), n["excluded"].as_bool()) {
+            (Some(true), Some(true)) => "excluded",
+            (Some(true), _) => "ok",
+            _ => "UNHEALTHY",
+        };
+        let stats = &n["stats"];
+        println!(
+            "{:<16} {:<22} {:<9} {:>10} {:>10} {:>8} {:>10}",
+            n["id"].as_str().unwrap_or("?"),
+            n["addr"].as_str().unwrap_or("?"),
+            health,
+            opt_num(&stats["keys"]),
+            stats["bytes"].as_u64().map_or("-".into(), |b| indicatif::HumanBytes(b).to_string()),
+            opt_num(&stats["damaged"]),
+            n["latency_us"].as_u64().map_or("-".into(), |us| format!("{:.1}ms", us as f64 / 1000.0)),
+        );
+        if let (false, Some(e)) = (n["healthy"].as_bool() == Some(true), n["last_error"].as_str()) {
+            println!("  {e}");
+        }
+        if let Some(e) = n["stats_error"].as_str() {
+            println!("  stats: {e}");
+        }
+    }
+}
+
+fn print_stats(status: &Value, kind: StatsType) {
+    let nodes = status["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if kind != StatsType::Nodes {
+        let sum = |k: &str| nodes.iter().filter_map(|n| n["stats"][k].as_u64()).sum::<u64>();
+        println!("router      {} (version {}, up {}s)", status["router"]["id"].as_str().unwrap_or("?"), status["router"]["version"].as_str().unwrap_or("?"), num(&status["router"], "uptime_secs"));
+        println!("nodes       {} ({} healthy)", nodes.len(), num(&status["cluster"], "healthy"));
+        println!("replication {}", num(&status["replication"], "factor"));
+        println!("damaged     {}", sum("damaged"));
+        if nodes.iter().any(|n| n["stats"]["keys"].is_u64()) {
+            println!("keys        {}", sum("keys"));
+            println!("bytes       {}", indicatif::HumanBytes(sum("bytes")));
+        }
+    }
+    if kind == StatsType::All {
+        println!();
+    }
+    if kind != StatsType::Cluster {
+        println!(
+            "{:<16} {:<9} {:>9} {:>9} {:>8} {:>8} {:>10}  LAST ERROR",
+            "NODE", "HEALTH", "FAILURES", "TIMEOUTS", "RETRIES", "IN A ROW", "LAST OK"
+        );
+        for n in nodes {
+            println!(
+                "{:<16} {:<9} {:>9} {:>9} {:>8} {:>8} {:>10}  {}",
+                n["id"].as_str().unwrap_or("?"),
+                if n["healthy"].as_bool() == Some(true) { "ok" } else { "UNHEALTHY" },
+                num(n, "failures_total"),
+                num(n, "timeouts_total"),
+                num(n, "retries_total"),
+                num(n, "consecutive_failures"),
+                n["last_ok_ms_ago"].as_u64().map_or("never".into(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0)),
+                n["last_error"].as_str().unwrap_or("-"),
+            );
+        }
+    }
 }
 
 fn all_answered(nodes: &Value) -> ExitCode {

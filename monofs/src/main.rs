@@ -4,6 +4,7 @@
 mod admin;
 mod client;
 mod datadir;
+mod duration;
 mod ingest_cmd;
 mod logging;
 mod up;
@@ -24,6 +25,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 3;
     /// The router (or another component) could not be reached.
     pub const UNREACHABLE: u8 = 4;
+    /// The router answered, but a storage node is unhealthy or did not answer.
+    pub const DEGRADED: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -99,6 +102,13 @@ struct RouterArgs {
     /// seconds (enable on one router of a deployment).
     #[arg(long)]
     refresh_interval: Option<u64>,
+    /// Probe every node this often (HELLO on a fresh connection), e.g. 2s, 500ms.
+    #[arg(long, default_value = "2s", value_parser = duration::parse)]
+    health_interval: std::time::Duration,
+    /// A node with no successful probe for this long is unhealthy: requests try
+    /// it after every healthy node. At least the health interval.
+    #[arg(long, default_value = "6s", value_parser = duration::parse)]
+    unhealthy_threshold: std::time::Duration,
     #[command(flatten)]
     clients: ClientLimits,
     #[command(flatten)]
@@ -299,6 +309,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(monofs_router::admin_token::AdminToken::load)
                     .transpose()?,
                 exports: a.exports.load()?,
+                health: monofs_router::health::HealthConfig {
+                    interval: a.health_interval,
+                    unhealthy_threshold: a.unhealthy_threshold,
+                },
             })?;
             up::wait_for_signal();
             h.shutdown();

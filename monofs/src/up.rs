@@ -148,6 +148,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         cluster_key,
         admin_token: Some(admin_token),
         exports,
+        health: Default::default(),
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 

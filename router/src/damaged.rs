@@ -9,11 +9,13 @@ use serde_json::{json, Value};
 /// `{"node", "addr", "error"}` for a node that did not answer. Each shard's
 /// answer is the node's own JSON (at most 1000 listed entries plus a count).
 pub fn query(cluster: &Cluster) -> Vec<Value> {
+    // All nodes at once, so a silent node delays the answer by at most the wait.
+    let answers = crate::status::per_node(cluster, crate::status::NODE_ANSWER_WAIT, node);
     cluster
         .nodes()
         .iter()
-        .enumerate()
-        .map(|(i, n)| match node(cluster, i) {
+        .zip(answers)
+        .map(|(n, r)| match r {
             Ok(shards) => {
                 let total: u64 = shards.iter().map(|s| s["total"].as_u64().unwrap_or(0)).sum();
                 json!({"node": n.id, "addr": n.addr, "total": total, "shards": shards})
@@ -21,6 +23,11 @@ pub fn query(cluster: &Cluster) -> Vec<Value> {
             Err(e) => json!({"node": n.id, "addr": n.addr, "error": e}),
         })
         .collect()
+}
+
+/// Damaged extents and records node `i` reports over all its shards.
+pub fn node_total(cluster: &Cluster, i: usize) -> Result<u64, String> {
+    Ok(node(cluster, i)?.iter().map(|s| s["total"].as_u64().unwrap_or(0)).sum())
 }
 
 fn node(cluster: &Cluster, i: usize) -> Result<Vec<Value>, String> {

@@ -1,5 +1,6 @@
 //! The HTTP API: `POST /api/ingest` (streams NDJSON progress), `GET /api/repos`,
-//! `GET /api/damaged` (what each node found damaged in its logs), `GET /metrics`
+//! `GET /api/damaged` (what each node found damaged in its logs), `GET /api/status`
+//! (the router, each node's health and stats, the replication factor), `GET /metrics`
 //! (Prometheus), `GET /healthz`.
 //!
 //! Endpoints that change state (`POST`) need the admin token as a bearer
@@ -107,6 +108,7 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
                     router.dirs.bytes(),
                     router.blocks.bytes(),
                     &crate::damaged::counts(&crate::damaged::query(&router.cluster)),
+                    &router.cluster.health(),
                 )
                 .into_bytes(),
         )
@@ -118,6 +120,7 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
         (Method::Get, "/api/damaged") => {
             json_response(200, &Value::Array(crate::damaged::query(&router.cluster)))
         }
+        (Method::Get, "/api/status") => json_response(200, &crate::status::report(router)),
         (Method::Get, "/api/fetchers") => {
             json_response(200, &Value::Array(router.fetcher_status()))
         }

@@ -8,11 +8,13 @@ pub mod backend;
 pub mod cache;
 pub mod damaged;
 pub mod handle;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod lazy;
 pub mod metrics;
 pub mod namespace;
+pub mod status;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::AtomicBool;
@@ -62,6 +64,8 @@ pub struct RouterConfig {
     /// Which NFS clients may mount and call, and as whom (docs/exports.md);
     /// `Exports::default()` is `/ *(ro,root_squash,insecure)`.
     pub exports: monofs_nfs::Exports,
+    /// How often nodes are probed and when one counts as unhealthy.
+    pub health: health::HealthConfig,
 }
 
 pub struct Router {
@@ -78,6 +82,9 @@ pub struct Router {
     pub(crate) flights: Arc<lazy::Flights>,
     /// MAC key of the file handles this router mints and accepts.
     pub(crate) handle_key: handle::HandleKey,
+    pub(crate) started: Instant,
+    /// This router as `GET /api/status` names it: its NFS and HTTP addresses.
+    pub(crate) id: std::sync::OnceLock<String>,
 }
 
 impl Router {
@@ -98,6 +105,8 @@ impl Router {
             blocks: ByteLru::new(BLOCK_CACHE_BYTES),
             metrics: Metrics::default(),
             flights: Arc::default(),
+            started: Instant::now(),
+            id: std::sync::OnceLock::new(),
         }
     }
 
@@ -211,6 +220,7 @@ fn raise_nofile() {
 }
 
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
+    cfg.health.check().map_err(anyhow::Error::msg)?;
     let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key));
     let shutdown = Arc::new(AtomicBool::new(false));
     let nfs = TcpListener::bind(cfg.nfs_listen)
@@ -292,6 +302,8 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
                 .spawn(move || http::serve(r, h, t))?,
         );
     }
+    let _ = router.id.set(format!("nfs={nfs_addr},http={http_addr}"));
+    threads.push(health::spawn(router.cluster.clone(), cfg.health, shutdown.clone())?);
     if let Some(every) = cfg.refresh_interval {
         let (r, s) = (router.clone(), shutdown.clone());
         threads.push(

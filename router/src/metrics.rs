@@ -29,12 +29,14 @@ impl Metrics {
         c.fetch_add(1, Relaxed);
     }
 
-    /// `node_damaged`: each answering node's count of damaged log extents and records.
+    /// `node_damaged`: each answering node's count of damaged log extents and
+    /// records; `nodes`: every node's health and request counters.
     pub fn render(
         &self,
         dir_cache_bytes: usize,
         block_cache_bytes: usize,
         node_damaged: &[(String, u64)],
+        nodes: &[monofs_net::client::NodeHealth],
     ) -> String {
         let mut s = String::new();
         let ops = [
@@ -147,13 +149,33 @@ impl Metrics {
              (start-up scan and reads) since it started.\n# TYPE monofs_node_damaged_records gauge\n",
         );
         for (node, n) in node_damaged {
-            let node = node.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-            let _ = writeln!(s, "monofs_node_damaged_records{{node=\"{node}\"}} {n}");
+            let _ = writeln!(s, "monofs_node_damaged_records{{node=\"{}\"}} {n}", label(node));
+        }
+        type Field = fn(&monofs_net::client::NodeHealth) -> u64;
+        let per_node: [(&str, &str, &str, Field); 5] = [
+            ("monofs_router_node_healthy", "gauge", "1 while the node answers its health probes within the unhealthy threshold.", |h| h.healthy as u64),
+            ("monofs_router_node_probe_latency_microseconds", "gauge", "Duration of the node's last successful health probe.", |h| h.latency_us.unwrap_or(0)),
+            ("monofs_router_node_request_failures_total", "counter", "Requests to the node that failed (timeouts included); each moved to the next replica.", |h| h.failures_total),
+            ("monofs_router_node_request_timeouts_total", "counter", "Requests to the node that got no answer within their timeout.", |h| h.timeouts_total),
+            ("monofs_router_node_connection_retries_total", "counter", "Pooled connections to the node found closed (a node restart) and replaced by a fresh one.", |h| h.retries_total),
+        ];
+        for (name, kind, help, field) in per_node {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for h in nodes {
+                let _ = writeln!(s, "{name}{{node=\"{}\"}} {}", label(&h.id), field(h));
+            }
         }
         self.render_nfs(&mut s);
         s
     }
+}
 
+/// `v` as a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
     /// The NFS connection counters, as `monofs_router_nfs_*`; labelled series of
     /// one family share their HELP and TYPE lines.
     fn render_nfs(&self, s: &mut String) {

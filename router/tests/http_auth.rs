@@ -1,8 +1,11 @@
 //! The HTTP API's boundary, over real sockets: state-changing requests need the
 //! admin token; the read-only endpoints stay open.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::net::SocketAddr;
+
+use common::request;
 
 use monofs_net::key::{ClusterKey, KEY_LEN};
 use monofs_router::admin_token::AdminToken;
@@ -21,26 +24,10 @@ fn start(token: Option<AdminToken>) -> monofs_router::RouterHandle {
         cluster_key: ClusterKey::from_bytes([5; KEY_LEN]),
         admin_token: token,
         exports: monofs_nfs::Exports::default(),
+        health: Default::default(),
         nfs_limits: monofs_nfs::Limits::default(),
     })
     .unwrap()
-}
-
-/// Status line code and body of one request.
-fn request(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (code, body)
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod hrw;
 pub mod keys;
 pub mod dir;
 pub mod ns;
+pub mod state;
 pub mod client;
 pub mod key;
 pub mod secret;

@@ -13,6 +13,7 @@ pub mod op {
     pub const FETCH_BLOB: u8 = 0x11;
     pub const STATUS: u8 = 0x12;
     pub const DAMAGED: u8 = 0x05;
+    pub const MERGE_STATE: u8 = 0x20;
     pub const OK: u8 = 0x80;
     pub const DATA: u8 = 0x81;
     pub const NOT_FOUND: u8 = 0x82;
@@ -82,6 +83,9 @@ pub enum Request {
     /// A node shard's list of damaged log extents and keys, answered as DATA
     /// holding JSON (bounded: a count plus at most 1000 entries).
     Damaged,
+    /// Join an encoded `state::ClusterState` into the node's copy, durably;
+    /// answered with DATA holding the joined state.
+    MergeState(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +169,9 @@ impl Request {
             Request::Damaged => {
                 w.u8(op::DAMAGED);
             }
+            Request::MergeState(state) => {
+                w.u8(op::MERGE_STATE).bytes32(state);
+            }
         }
     }
 
@@ -213,6 +220,7 @@ impl Request {
             }),
             op::STATUS => Request::Status,
             op::DAMAGED => Request::Damaged,
+            op::MERGE_STATE => Request::MergeState(r.bytes32(crate::MAX_RECORD)?.to_vec()),
             other => return Err(DecodeError::UnknownOp(other)),
         };
         r.finish()?;
@@ -361,6 +369,7 @@ mod tests {
         rt_req(Request::Stat { key: b"x".to_vec() });
         rt_req(Request::Status);
         rt_req(Request::Damaged);
+        rt_req(Request::MergeState(vec![1, 0, 0, 0, 0]));
         rt_req(Request::FetchBlob(FetchBlobRequest {
             kind: SourceKind::Git,
             url: "u".into(),

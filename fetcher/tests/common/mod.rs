@@ -125,7 +125,7 @@ fn serve(s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: bool) {
                 Some(Stored::Digest(l, _)) => Response::Size(*l),
                 None => Response::NotFound,
             },
-            Request::Ingest(_) | Request::FetchBlob(_) | Request::Status | Request::Damaged => {
+            Request::Ingest(_) | Request::FetchBlob(_) | Request::Status | Request::Damaged | Request::MergeState(_) => {
                 Response::Error("not a fetcher".into())
             }
         };

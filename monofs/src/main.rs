@@ -99,6 +99,10 @@ struct RouterArgs {
     /// seconds (enable on one router of a deployment).
     #[arg(long)]
     refresh_interval: Option<u64>,
+    /// This router's name in the cluster state (its heartbeat, and the writer
+    /// of what it publishes); unique per router. Default: HOSTNAME:HTTP_PORT.
+    #[arg(long)]
+    router_id: Option<String>,
     #[command(flatten)]
     clients: ClientLimits,
     #[command(flatten)]
@@ -272,6 +276,13 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// `HOSTNAME:HTTP_PORT`: unique per router as long as host names are.
+pub fn default_router_id(http_port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{}:{http_port}", if host.is_empty() { "localhost" } else { host })
+}
+
 pub fn default_shards() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -299,6 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(monofs_router::admin_token::AdminToken::load)
                     .transpose()?,
                 exports: a.exports.load()?,
+                router_id: a.router_id.unwrap_or_else(|| default_router_id(a.http_port)),
             })?;
             up::wait_for_signal();
             h.shutdown();

@@ -148,6 +148,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         cluster_key,
         admin_token: Some(admin_token),
         exports,
+        router_id: crate::default_router_id(a.http_port),
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 

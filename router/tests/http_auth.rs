@@ -22,6 +22,7 @@ fn start(token: Option<AdminToken>) -> monofs_router::RouterHandle {
         admin_token: token,
         exports: monofs_nfs::Exports::default(),
         nfs_limits: monofs_nfs::Limits::default(),
+        router_id: "r1".into(),
     })
     .unwrap()
 }

@@ -146,6 +146,21 @@ fn post(c: &Common, token: &crate::ingest_cmd::TokenArg, path: &str, body: Value
     })
 }
 
+/// GET `path` and print it as JSON (`--json`) or with `print`.
+fn show(c: &Common, path: &str, print: fn(&Value)) -> ExitCode {
+    match get(c, path) {
+        Err(code) => code,
+        Ok(v) => {
+            if c.json {
+                println!("{v}");
+            } else {
+                print(&v);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn print_state(v: &Value) {
     match v["drain"].as_object() {
         Some(d) => println!(
@@ -189,25 +204,17 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
             eprintln!("monofs: wrote a new cluster key to {}", file.display());
             ExitCode::SUCCESS
         }
-        AdminCmd::Repos(c) => match get(&c, "/api/repos") {
-            Err(code) => code,
-            Ok(v) if c.json => {
-                println!("{v}");
-                ExitCode::SUCCESS
+        AdminCmd::Repos(c) => show(&c, "/api/repos", |v| {
+            for r in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}  {}  {}",
+                    r["path"].as_str().unwrap_or("?"),
+                    r["commit"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
+                    r["ref"].as_str().unwrap_or(""),
+                    r["url"].as_str().unwrap_or("")
+                );
             }
-            Ok(v) => {
-                for r in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {}  {}  {}",
-                        r["path"].as_str().unwrap_or("?"),
-                        r["commit"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
-                        r["ref"].as_str().unwrap_or(""),
-                        r["url"].as_str().unwrap_or("")
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-        },
+        }),
         AdminCmd::Refresh { storage_id, c, token } => {
             let body = json!({"path": storage_id});
             let bearer = token.bearer(&c.router)?;
@@ -221,17 +228,7 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
         AdminCmd::ClearFailover { node_id, c, token } => {
             post(&c, &token, "/api/failover/clear", json!({"node_id": node_id}))?
         }
-        AdminCmd::State(c) => match get(&c, "/api/state") {
-            Err(code) => code,
-            Ok(v) if c.json => {
-                println!("{v}");
-                ExitCode::SUCCESS
-            }
-            Ok(v) => {
-                print_state(&v);
-                ExitCode::SUCCESS
-            }
-        },
+        AdminCmd::State(c) => show(&c, "/api/state", print_state),
         AdminCmd::Damaged(c) => match get(&c, "/api/damaged") {
             Err(code) => code,
             Ok(v) if c.json => {

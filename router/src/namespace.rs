@@ -257,7 +257,7 @@ mod tests {
         put(&mut s, 5, "r1", &e("h/c", 3));
         // The legacy record names h/c too (the state wins) and h/old (kept).
         let legacy = monofs_net::ns::encode(&[e("h/c", 99), e("h/old", 4)]).unwrap();
-        let (repos, generation) = published(&s, &[legacy.clone()]);
+        let (repos, generation) = published(&s, std::slice::from_ref(&legacy));
         let got: Vec<(&str, i64)> = repos.iter().map(|r| (r.path.as_str(), r.commit_time)).collect();
         assert_eq!(got, [("h/a/b", 2), ("h/c", 3), ("h/old", 4)]);
         // A removal in the state hides the legacy entry.

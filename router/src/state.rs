@@ -94,17 +94,42 @@ impl Store {
         Store { cluster, cache: Mutex::new(None) }
     }
 
-    /// Run `call` against every configured node at once; one answer per node.
-    fn each_node<T: Send>(&self, call: impl Fn(usize) -> Result<T, String> + Sync) -> Vec<Result<T, String>> {
+    /// Run `call` against every configured node at once; the answers of those
+    /// that answered, or an error when fewer than a majority did (`failed` says
+    /// what did not happen, `verb` what a node that answered did).
+    fn ask_majority<T: Send>(
+        &self,
+        failed: &str,
+        verb: &str,
+        call: impl Fn(usize) -> Result<T, String> + Sync,
+    ) -> Result<Vec<T>, String> {
         let n = self.cluster.nodes().len();
-        std::thread::scope(|s| {
+        let answers: Vec<Result<T, String>> = std::thread::scope(|s| {
             let call = &call;
             let handles: Vec<_> = (0..n).map(|i| s.spawn(move || call(i))).collect();
             handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err("state call panicked".into())))
                 .collect()
-        })
+        });
+        let (oks, errors): (Vec<_>, Vec<_>) = answers.into_iter().partition(Result::is_ok);
+        let errors: Vec<String> = errors.into_iter().filter_map(Result::err).collect();
+        let need = majority(n);
+        if oks.len() < need {
+            return Err(format!("{failed}: {} of {n} nodes {verb}, {need} needed ({})", oks.len(), errors.join("; ")));
+        }
+        for e in &errors {
+            tracing::warn!(error = %e, "cluster state: a node missed ({failed} otherwise)");
+        }
+        Ok(oks.into_iter().filter_map(Result::ok).collect())
+    }
+
+    /// Cache `snap` as the state read now.
+    fn keep(&self, snap: Snapshot) -> Arc<Snapshot> {
+        CLOCK.observe(snap.state.max_stamp());
+        let snap = Arc::new(snap);
+        *lock(&self.cache) = Some((Instant::now(), snap.clone()));
+        snap
     }
 
     /// One request to the shard of node `i` owning `key`. A pooled connection
@@ -137,39 +162,19 @@ impl Store {
         let raw = entries.encode().map_err(|e| format!("cluster state update refused: {e}"))?;
         let key = keys::cluster_state();
         let req = Request::MergeState(raw);
-        let answers = self.each_node(|i| match self.call(i, &key, &req)? {
-            Response::Data(d) => ClusterState::decode(&d)
-                .map_err(|e| format!("node {}: bad MERGE_STATE answer: {e}", self.cluster.nodes()[i].id)),
-            other => Err(format!("node {}: unexpected answer {other:?}", self.cluster.nodes()[i].id)),
-        });
-        let mut joined = ClusterState::default();
-        let mut acked = 0;
-        let mut errors = Vec::new();
-        for a in answers {
-            match a {
-                Ok(s) => {
-                    acked += 1;
-                    joined.join(s);
-                }
-                Err(e) => errors.push(e),
+        let answers = self.ask_majority("cluster state not stored", "acknowledged", |i| {
+            match self.call(i, &key, &req)? {
+                Response::Data(d) => ClusterState::decode(&d)
+                    .map_err(|e| format!("node {}: bad MERGE_STATE answer: {e}", self.cluster.nodes()[i].id)),
+                other => Err(format!("node {}: unexpected answer {other:?}", self.cluster.nodes()[i].id)),
             }
+        })?;
+        let mut joined = ClusterState::default();
+        for s in answers {
+            joined.join(s);
         }
-        let need = majority(self.cluster.nodes().len());
-        if acked < need {
-            return Err(format!(
-                "cluster state not stored: {acked} of {} nodes acknowledged, {need} needed ({})",
-                self.cluster.nodes().len(),
-                errors.join("; ")
-            ));
-        }
-        for e in &errors {
-            tracing::warn!(error = %e, "cluster state write missed a node");
-        }
-        CLOCK.observe(joined.max_stamp());
         let legacy = lock(&self.cache).as_ref().map(|(_, s)| s.legacy.clone()).unwrap_or_default();
-        let snap = Arc::new(Snapshot { state: joined, legacy });
-        *lock(&self.cache) = Some((Instant::now(), snap.clone()));
-        Ok(snap)
+        Ok(self.keep(Snapshot { state: joined, legacy }))
     }
 
     /// The state as a majority of nodes hold it, at most `max_age` old.
@@ -180,7 +185,7 @@ impl Store {
             }
         }
         let (skey, nkey) = (keys::cluster_state(), keys::namespace());
-        let answers = self.each_node(|i| {
+        let answers = self.ask_majority("cluster state unavailable", "answered", |i| {
             let state = match self.get(i, &skey)? {
                 None => ClusterState::default(),
                 Some(raw) => ClusterState::decode(&raw)
@@ -190,45 +195,21 @@ impl Store {
             // hold it, so a node without it is no error.
             let legacy = self.get(i, &nkey).unwrap_or(None);
             Ok((state, legacy))
-        });
+        })?;
         let mut snap = Snapshot { state: ClusterState::default(), legacy: Vec::new() };
-        let mut answered = 0;
-        let mut errors = Vec::new();
-        for a in answers {
-            match a {
-                Ok((s, legacy)) => {
-                    answered += 1;
-                    snap.state.join(s);
-                    if let Some(l) = legacy.filter(|l| !l.is_empty() && !snap.legacy.contains(l)) {
-                        snap.legacy.push(l);
-                    }
-                }
-                Err(e) => errors.push(e),
+        for (s, legacy) in answers {
+            snap.state.join(s);
+            if let Some(l) = legacy.filter(|l| !l.is_empty() && !snap.legacy.contains(l)) {
+                snap.legacy.push(l);
             }
         }
-        let need = majority(self.cluster.nodes().len());
-        if answered < need {
-            return Err(format!(
-                "cluster state unavailable: {answered} of {} nodes answered, {need} needed ({})",
-                self.cluster.nodes().len(),
-                errors.join("; ")
-            ));
-        }
-        CLOCK.observe(snap.state.max_stamp());
-        let snap = Arc::new(snap);
-        *lock(&self.cache) = Some((Instant::now(), snap.clone()));
-        Ok(snap)
+        Ok(self.keep(snap))
     }
 
     /// The last snapshot read, however old (for accessors that must answer
     /// even while a majority of nodes is unreachable).
     pub fn last(&self) -> Option<Arc<Snapshot>> {
         lock(&self.cache).as_ref().map(|(_, s)| s.clone())
-    }
-
-    /// Forget the cached snapshot.
-    pub fn invalidate(&self) {
-        *lock(&self.cache) = None;
     }
 }
 

@@ -117,6 +117,7 @@ def proto_seeds():
         "hello-ok": b"\x84" + b32(b"node-1") + struct.pack(">HH", 4, 1),
         "progress": b"\x90" + b32(b"storing") + u64(10) + u64(4096),
         "ingest-done": b"\x91" + b32(ns_record()),
+        "merge-state": b"\x20" + b32(cluster_state([(b"drain", 1, 0, b"r1", None)])),
         "wrong-shard": b"\xfe" + struct.pack(">H", 2),
         # A DIGEST reply is 4096 buckets (64 KiB + 5 bytes), over the fuzzer's input size: no seed.
         "keys": b"\x86" + u32(2) + b16(tree_key) + u64(300) + b16(chunk_key) + u64(1 << 20) + b"\x01" + b16(chunk_key),
@@ -161,6 +162,30 @@ def ns_record():
     ])
 
 
+def state_entry(name, wall_ms, counter, writer, value):
+    out = b32(name) + u64(wall_ms) + u32(counter) + b32(writer)
+    return out + (b"\x00" if value is None else b"\x01" + b32(value))
+
+
+def cluster_state(entries):
+    # names strictly increasing, as the decoder requires
+    return b"\x01" + u32(len(entries)) + b"".join(state_entry(*e) for e in sorted(entries))
+
+
+def state_seeds():
+    ns = ns_entry(b"github.com/org/repo", b"https://github.com/org/repo", b"main", 1612325106, 3)
+    return {
+        "empty": cluster_state([]),
+        "mixed": cluster_state([
+            (b"drain", 1796000000000, 0, b"r1:8080", b'{"reason":"upgrade","by":"r1:8080","at":1796000000000}'),
+            (b"failover/n2", 1796000000001, 3, b"r2:8080", b'{"reason":"manual","since":1796000000001,"by":"r2:8080"}'),
+            (b"repo/github.com/org/repo", 1796000000002, 0, b"r1:8080", ns),
+            (b"repo/local/removed", 1796000000003, 1, b"r2:8080", None),
+            (b"router/r1:8080", 1796000000004, 0, b"r1:8080", b'{"http":"10.0.0.1:8080","nfs":"10.0.0.1:2049","version":"0.1.0","seen_ms":1796000000004}'),
+        ]),
+    }
+
+
 def ns_seeds():
     return {"empty": u32(0), "three": ns_record()}
 
@@ -196,6 +221,7 @@ def main():
         "net_proto": proto_seeds(),
         "dir_record": dir_seeds(),
         "ns_record": ns_seeds(),
+        "cluster_state": state_seeds(),
         "gomod_zip": zip_seeds(),
     }
     for target, seeds in targets.items():

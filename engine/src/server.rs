@@ -17,8 +17,10 @@ use monofs_net::auth::{
 };
 use monofs_net::hrw::shard_of;
 use monofs_net::keyset::Matcher;
+use monofs_net::keys;
 use monofs_net::proto::{frame_len, op, Request, Response};
-use monofs_net::MAX_FRAME;
+use monofs_net::state::ClusterState;
+use monofs_net::{MAX_FRAME, MAX_RECORD};
 
 use crate::damage::hex;
 use crate::log::{GetError, PutError, ShardLog};
@@ -55,6 +57,10 @@ pub struct Shard {
     pub metrics: Arc<ShardMetrics>,
     connections: Cell<usize>,
     inflight: Semaphore,
+    /// One MERGE_STATE at a time: its read and its write of the state are two
+    /// awaits, between which another merge on this executor could otherwise
+    /// read the same old state and overwrite this one's result.
+    merge: Semaphore,
     key: FrameKey,
 }
 
@@ -76,6 +82,7 @@ impl Shard {
             metrics,
             connections: Cell::new(0),
             inflight: Semaphore::new(MAX_INFLIGHT_BYTES as u64),
+            merge: Semaphore::new(1),
         }
     }
 
@@ -127,6 +134,9 @@ impl Shard {
                 if let Some(s) = items.iter().find_map(|(k, _)| self.owner(k)) {
                     return Response::WrongShard(s);
                 }
+                if items.iter().any(|(k, _)| keys::is_cluster_state(k)) {
+                    return Response::Error("the cluster state is written with MERGE_STATE only".into());
+                }
                 let n = items.len();
                 match self.log.put_batch(items).await {
                     Ok(bytes) => {
@@ -150,6 +160,7 @@ impl Shard {
                     None => Response::NotFound,
                 }
             }
+            Request::MergeState(incoming) => self.merge_state(&incoming).await,
             Request::Damaged => Response::Data(self.log.damage_json(&self.node_id, self.index).to_string().into_bytes()),
             Request::Digest(f) => match Matcher::new(&f) {
                 Ok(m) => Response::Digest(self.log.digest(&m).await),
@@ -170,6 +181,59 @@ impl Shard {
                 Response::Error("this is a MonoFS storage node; INGEST, FETCH_BLOB and STATUS go to a fetcher".into())
             }
         }
+    }
+}
+
+impl Shard {
+    /// Join `incoming` into the stored cluster state and store the result
+    /// durably before answering it (see `monofs_net::state`).
+    async fn merge_state(&self, incoming: &[u8]) -> Response {
+        let key = keys::cluster_state();
+        if let Some(s) = self.owner(&key) {
+            return Response::WrongShard(s);
+        }
+        let incoming = match ClusterState::decode(incoming) {
+            Ok(s) => s,
+            Err(e) => return Response::Error(format!("malformed cluster state: {e}")),
+        };
+        let Ok(_one) = self.merge.acquire_permit(1).await else {
+            return Response::Error("shard is shutting down".into());
+        };
+        let stored = match self.log.get(&key, 0, MAX_RECORD as u32).await {
+            Ok(None) => None,
+            Ok(Some(raw)) => match ClusterState::decode(&raw) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(shard = self.index, "stored cluster state is corrupt ({e}); replacing it with the merged one");
+                    None
+                }
+            },
+            Err(GetError::Corrupt(m)) => {
+                self.metrics.checksum_failure();
+                tracing::error!(shard = self.index, "stored cluster state is damaged ({m}); replacing it with the merged one");
+                None
+            }
+            Err(GetError::Io(m)) => return Response::Error(format!("cannot read the cluster state: {m}")),
+        };
+        let mut joined = stored.clone().unwrap_or_default();
+        joined.join(incoming);
+        let unchanged = stored.as_ref() == Some(&joined);
+        let raw = match joined.encode() {
+            Ok(r) => r,
+            Err(e) => return Response::Error(format!("merged cluster state refused: {e}")),
+        };
+        if !unchanged {
+            let n = raw.len();
+            match self.log.put_batch(vec![(key, raw.clone())]).await {
+                Ok(bytes) => self.metrics.put(1, bytes),
+                Err(PutError::NoSpace(why)) => {
+                    return Response::Error(format!("no space left on device: node {} {why}", self.node_id))
+                }
+                Err(PutError::Refused(e)) => return Response::Error(e),
+            }
+            tracing::debug!(shard = self.index, bytes = n, "cluster state merged");
+        }
+        Response::Data(raw)
     }
 }
 

@@ -40,6 +40,46 @@ pub enum AdminCmd {
     /// Damaged log extents and keys each node found (at start-up or on reads):
     /// records there are skipped and read from other replicas.
     Damaged(Common),
+    /// Mark the cluster as drained (kept in the cluster state; every router
+    /// sees it within a second). Shown by `monofs admin state`.
+    Drain {
+        /// Why, for whoever looks at the state.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        c: Common,
+        #[command(flatten)]
+        token: crate::ingest_cmd::TokenArg,
+    },
+    /// Remove the drain mark.
+    Undrain {
+        #[command(flatten)]
+        c: Common,
+        #[command(flatten)]
+        token: crate::ingest_cmd::TokenArg,
+    },
+    /// Mark a node for failover (reason "manual"): its replicas are to be served
+    /// and rebuilt elsewhere.
+    TriggerFailover {
+        /// The node's id, as named in the routers' --nodes.
+        #[arg(long)]
+        node_id: String,
+        #[command(flatten)]
+        c: Common,
+        #[command(flatten)]
+        token: crate::ingest_cmd::TokenArg,
+    },
+    /// Remove a node's failover mark.
+    ClearFailover {
+        #[arg(long)]
+        node_id: String,
+        #[command(flatten)]
+        c: Common,
+        #[command(flatten)]
+        token: crate::ingest_cmd::TokenArg,
+    },
+    /// Drain, failovers, live routers and repository count from the cluster state.
+    State(Common),
     /// Write a new random cluster key to FILE (mode 0600; an existing file is never
     /// overwritten). Give the same file to every router, node and fetcher
     /// (`--cluster-key-file`).
@@ -110,6 +150,85 @@ fn get(c: &Common, path: &str) -> Result<Value, ExitCode> {
     }
 }
 
+/// POST a cluster state change; a request the router calls invalid (unknown
+/// node id, missing field) exits with the usage code.
+fn post(c: &Common, token: &crate::ingest_cmd::TokenArg, path: &str, body: Value) -> anyhow::Result<ExitCode> {
+    let url = format!("{}{path}", c.router.trim_end_matches('/'));
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .build();
+    let mut req = agent.post(&url);
+    if let Some(b) = token.bearer(&c.router)? {
+        req = req.set("Authorization", &b);
+    }
+    Ok(match req.send_json(body) {
+        Ok(r) => {
+            let v: Value = r.into_json().unwrap_or(Value::Null);
+            if c.json() {
+                println!("{v}");
+            } else {
+                eprintln!("monofs: done");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ureq::Error::Status(code, r)) => {
+            let body: Value = r.into_json().unwrap_or(Value::Null);
+            eprintln!("monofs: {url}: {code} {}", body["error"].as_str().unwrap_or(""));
+            ExitCode::from(if code == 400 { exit::USAGE } else { exit::FAILURE })
+        }
+        Err(e) => {
+            eprintln!("monofs: cannot reach the router at {}: {e}", c.router);
+            ExitCode::from(exit::UNREACHABLE)
+        }
+    })
+}
+
+/// GET `path` and print it as JSON (`--json`) or with `print`.
+fn show(c: &Common, path: &str, print: fn(&Value)) -> ExitCode {
+    match get(c, path) {
+        Err(code) => code,
+        Ok(v) => {
+            if c.json() {
+                println!("{v}");
+            } else {
+                print(&v);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn print_state(v: &Value) {
+    match v["drain"].as_object() {
+        Some(d) => println!(
+            "drain: {} (by {}, at {} ms)",
+            d["reason"].as_str().unwrap_or(""),
+            d["by"].as_str().unwrap_or("?"),
+            d["at"].as_u64().unwrap_or(0)
+        ),
+        None => println!("drain: no"),
+    }
+    for (id, f) in v["failovers"].as_object().into_iter().flatten() {
+        println!(
+            "failover: {id} ({}, since {} ms, by {})",
+            f["reason"].as_str().unwrap_or("?"),
+            num(f, "since"),
+            f["by"].as_str().unwrap_or("?")
+        );
+    }
+    for r in v["routers"].as_array().into_iter().flatten() {
+        println!(
+            "router: {} http {} nfs {} version {}",
+            r["id"].as_str().unwrap_or("?"),
+            r["http"].as_str().unwrap_or("?"),
+            r["nfs"].as_str().unwrap_or("?"),
+            r["version"].as_str().unwrap_or("?")
+        );
+    }
+    println!("repositories: {}", num(v, "repos"));
+}
+
 fn num(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or(0)
 }
@@ -123,30 +242,31 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
             eprintln!("monofs: wrote a new cluster key to {}", file.display());
             ExitCode::SUCCESS
         }
-        AdminCmd::Repos(c) => match get(&c, "/api/repos") {
-            Err(code) => code,
-            Ok(v) if c.json() => {
-                println!("{v}");
-                ExitCode::SUCCESS
+        AdminCmd::Repos(c) => show(&c, "/api/repos", |v| {
+            for r in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}  {}  {}",
+                    r["path"].as_str().unwrap_or("?"),
+                    r["commit"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
+                    r["ref"].as_str().unwrap_or(""),
+                    r["url"].as_str().unwrap_or("")
+                );
             }
-            Ok(v) => {
-                for r in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {}  {}  {}",
-                        r["path"].as_str().unwrap_or("?"),
-                        r["commit"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
-                        r["ref"].as_str().unwrap_or(""),
-                        r["url"].as_str().unwrap_or("")
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-        },
+        }),
         AdminCmd::Refresh { storage_id, c, token } => {
             let body = json!({"path": storage_id});
             let bearer = token.bearer(&c.router)?;
             crate::ingest_cmd::follow(&c.router, "/api/refresh", body, &storage_id, c.json(), bearer.as_deref())?
         }
+        AdminCmd::Drain { reason, c, token } => post(&c, &token, "/api/drain", json!({"reason": reason}))?,
+        AdminCmd::Undrain { c, token } => post(&c, &token, "/api/undrain", json!({}))?,
+        AdminCmd::TriggerFailover { node_id, c, token } => {
+            post(&c, &token, "/api/failover", json!({"node_id": node_id}))?
+        }
+        AdminCmd::ClearFailover { node_id, c, token } => {
+            post(&c, &token, "/api/failover/clear", json!({"node_id": node_id}))?
+        }
+        AdminCmd::State(c) => show(&c, "/api/state", print_state),
         AdminCmd::Damaged(c) => match get(&c, "/api/damaged") {
             Err(code) => code,
             Ok(v) if c.json() => {

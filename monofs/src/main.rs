@@ -109,6 +109,10 @@ struct RouterArgs {
     /// it after every healthy node. At least the health interval.
     #[arg(long, default_value = "6s", value_parser = duration::parse)]
     unhealthy_threshold: std::time::Duration,
+    /// This router's name in the cluster state (its heartbeat, and the writer
+    /// of what it publishes); unique per router. Default: HOSTNAME:HTTP_PORT.
+    #[arg(long)]
+    router_id: Option<String>,
     #[command(flatten)]
     clients: ClientLimits,
     #[command(flatten)]
@@ -282,6 +286,13 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// `HOSTNAME:HTTP_PORT`: unique per router as long as host names are.
+pub fn default_router_id(http_port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{}:{http_port}", if host.is_empty() { "localhost" } else { host })
+}
+
 pub fn default_shards() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -313,6 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     interval: a.health_interval,
                     unhealthy_threshold: a.unhealthy_threshold,
                 },
+                router_id: a.router_id.unwrap_or_else(|| default_router_id(a.http_port)),
             })?;
             up::wait_for_signal();
             h.shutdown();

@@ -149,6 +149,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         admin_token: Some(admin_token),
         exports,
         health: Default::default(),
+        router_id: crate::default_router_id(a.http_port),
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 

@@ -5,6 +5,9 @@ use crate::{Oid, CHUNK_SIZE};
 pub const TREE: u8 = b'T';
 pub const BLOB: u8 = b'B';
 pub const NAMESPACE: u8 = b'N';
+/// The cluster state (`state::ClusterState`): not placed by HRW but held by
+/// every configured node, and written with MERGE_STATE only.
+pub const STATE: u8 = b'S';
 
 /// Placement key of the namespace record.
 pub const NS_PLACEMENT: &[u8] = b"ns";
@@ -28,6 +31,16 @@ pub fn namespace() -> Vec<u8> {
     let mut k = vec![NAMESPACE];
     k.extend_from_slice(NS_PLACEMENT);
     k
+}
+
+pub fn cluster_state() -> Vec<u8> {
+    vec![STATE, b's', b't', b'a', b't', b'e']
+}
+
+/// Whether `key` is the cluster state, which every node holds (no placement)
+/// and which only MERGE_STATE may change.
+pub fn is_cluster_state(key: &[u8]) -> bool {
+    key.first() == Some(&STATE)
 }
 
 /// The bytes HRW places a key by: the object id for trees, the object id and
@@ -58,6 +71,8 @@ mod tests {
         assert_eq!(placement(&blob_chunk(&oid, 3)), &blob_chunk(&oid, 3)[1..]);
         assert_eq!(placement(&tree(&oid)), &oid[..]);
         assert_eq!(placement(&namespace()), NS_PLACEMENT);
+        assert!(is_cluster_state(&cluster_state()));
+        assert!(!is_cluster_state(&namespace()));
         assert_eq!(chunk_count(0), 0);
         assert_eq!(chunk_count(1), 1);
         assert_eq!(chunk_count(CHUNK_SIZE as u64), 1);

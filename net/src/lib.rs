@@ -11,6 +11,7 @@ pub mod keys;
 pub mod keyset;
 pub mod dir;
 pub mod ns;
+pub mod state;
 pub mod client;
 pub mod key;
 pub mod secret;

@@ -17,6 +17,7 @@ pub mod op {
     pub const DIGEST: u8 = 0x06;
     pub const LIST_KEYS: u8 = 0x07;
     pub const STATS: u8 = 0x08;
+    pub const MERGE_STATE: u8 = 0x20;
     pub const OK: u8 = 0x80;
     pub const DATA: u8 = 0x81;
     pub const NOT_FOUND: u8 = 0x82;
@@ -99,6 +100,9 @@ pub enum Request {
     ListKeys(ListKeysRequest),
     /// A shard's totals.
     Stats,
+    /// Join an encoded `state::ClusterState` into the node's copy, durably;
+    /// answered with DATA holding the joined state.
+    MergeState(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,6 +221,9 @@ impl Request {
             Request::Stats => {
                 w.u8(op::STATS);
             }
+            Request::MergeState(state) => {
+                w.u8(op::MERGE_STATE).bytes32(state);
+            }
         }
     }
 
@@ -284,6 +291,7 @@ impl Request {
                 Request::ListKeys(ListKeysRequest { filter, bucket, after, limit })
             }
             op::STATS => Request::Stats,
+            op::MERGE_STATE => Request::MergeState(r.bytes32(crate::MAX_RECORD)?.to_vec()),
             other => return Err(DecodeError::UnknownOp(other)),
         };
         r.finish()?;
@@ -519,6 +527,7 @@ mod tests {
         rt_req(Request::Stat { key: b"x".to_vec() });
         rt_req(Request::Status);
         rt_req(Request::Damaged);
+        rt_req(Request::MergeState(vec![1, 0, 0, 0, 0]));
         rt_req(Request::FetchBlob(FetchBlobRequest {
             kind: SourceKind::Git,
             url: "u".into(),

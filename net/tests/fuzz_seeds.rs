@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use monofs_net::proto::{Request, Response};
+use monofs_net::state::ClusterState;
 use monofs_net::{dir, ns};
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -43,5 +44,13 @@ fn record_seeds_decode() {
     for (name, raw) in seeds("ns_record") {
         let entries = ns::decode(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(ns::encode(&entries).unwrap(), raw, "{name}");
+    }
+}
+
+#[test]
+fn cluster_state_seeds_decode() {
+    for (name, raw) in seeds("cluster_state") {
+        let state = ClusterState::decode(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(state.encode().unwrap(), raw, "{name}");
     }
 }

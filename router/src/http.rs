@@ -1,7 +1,9 @@
 //! The HTTP API: `POST /api/ingest` (streams NDJSON progress), `GET /api/repos`,
 //! `GET /api/damaged` (what each node found damaged in its logs), `GET /api/status`
 //! (the router, each node's health and stats, the replication factor), `GET /metrics`
-//! (Prometheus), `GET /healthz`.
+//! (Prometheus), `GET /healthz`; the cluster state: `GET /api/state`, `POST
+//! /api/drain {reason}`, `/api/undrain`, `/api/failover {node_id}`,
+//! `/api/failover/clear {node_id}`.
 //!
 //! Endpoints that change state (`POST`) need the admin token as a bearer
 //! token when the router has one, and come from loopback when it has none;
@@ -124,6 +126,16 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
         (Method::Get, "/api/fetchers") => {
             json_response(200, &Value::Array(router.fetcher_status()))
         }
+        (Method::Get, "/api/state") => match state_json(router) {
+            Ok(v) => json_response(200, &v),
+            Err(e) => json_response(503, &json!({"error": e})),
+        },
+        (Method::Post, "/api/drain" | "/api/undrain" | "/api/failover" | "/api/failover/clear") => {
+            match read_body(&mut req).and_then(|b| change_state(router, &path, &b)) {
+                Ok(v) => json_response(200, &v),
+                Err((code, e)) => json_response(code, &json!({"error": e})),
+            }
+        }
         (Method::Post, "/api/ingest") | (Method::Post, "/api/refresh") => {
             let refresh = path == "/api/refresh";
             let params = read_body(&mut req).and_then(|body| {
@@ -150,6 +162,55 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
         ),
     };
     let _ = req.respond(resp);
+}
+
+/// `GET /api/state`: drain, failovers, live routers and the number of
+/// repositories, from a state read of a majority of nodes.
+fn state_json(router: &Router) -> Result<Value, String> {
+    let repos = router.repos()?;
+    Ok(json!({
+        "router": router.id(),
+        "drain": router.drained(),
+        "failovers": router.failovers(),
+        "routers": router.routers(),
+        "repos": repos.len(),
+    }))
+}
+
+/// The POST endpoints that change the cluster state. A missing field or an
+/// unknown node id is a 400, a state that cannot be stored a 503.
+fn change_state(router: &Router, path: &str, body: &[u8]) -> Result<Value, (u16, String)> {
+    let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| (400, format!("request body is not JSON: {e}")))?
+    };
+    let field = |k: &str| match v.get(k).and_then(Value::as_str).map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err((400, format!("missing \"{k}\""))),
+    };
+    let unavailable = |e: String| (503, e);
+    match path {
+        "/api/drain" => {
+            let d = router.set_drain(&field("reason")?).map_err(unavailable)?;
+            Ok(json!({"drain": d}))
+        }
+        "/api/undrain" => {
+            router.clear_drain().map_err(unavailable)?;
+            Ok(json!({"drain": null}))
+        }
+        _ => {
+            let node = field("node_id")?;
+            router.known_node(&node).map_err(|e| (400, e))?;
+            if path == "/api/failover" {
+                let f = router.set_failover(&node, crate::state::FailoverReason::Manual).map_err(unavailable)?;
+                Ok(json!({"node_id": node, "failover": f}))
+            } else {
+                router.clear_failover(&node).map_err(unavailable)?;
+                Ok(json!({"node_id": node, "failover": null}))
+            }
+        }
+    }
 }
 
 pub fn entry_json(e: &monofs_net::ns::NsEntry) -> Value {

@@ -15,6 +15,7 @@ pub mod lazy;
 pub mod metrics;
 pub mod namespace;
 pub mod status;
+pub mod state;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::AtomicBool;
@@ -26,15 +27,17 @@ use anyhow::Context;
 use monofs_net::client::Cluster;
 use monofs_net::proto::NodeAddr;
 use monofs_net::sync::lock;
-use monofs_net::{keys, Oid};
+use monofs_net::Oid;
 use monofs_nfs::Status;
 
 use crate::cache::ByteLru;
 use crate::metrics::Metrics;
 use crate::namespace::Namespace;
+use crate::state::{Drain, Failover, FailoverReason, RouterInfo};
 
-/// How long a router trusts its copy of the namespace record: the bound on how
-/// stale a newly published repository can look to a client.
+/// How long a router trusts its copy of the cluster state (and so of the
+/// namespace): the bound on how stale a newly published repository, a drain
+/// or a failover can look to it.
 pub const NS_TTL: Duration = Duration::from_secs(1);
 /// Bytes of directory records cached.
 pub const DIR_CACHE_BYTES: usize = 256 << 20;
@@ -66,6 +69,9 @@ pub struct RouterConfig {
     pub exports: monofs_nfs::Exports,
     /// How often nodes are probed and when one counts as unhealthy.
     pub health: health::HealthConfig,
+    /// This router's name in the cluster state (`router/<id>`, and the writer
+    /// of its entries); unique per router.
+    pub router_id: String,
 }
 
 pub struct Router {
@@ -74,8 +80,13 @@ pub struct Router {
     /// Authenticates this router to its fetchers (nodes: inside `cluster`).
     pub(crate) frame_key: monofs_net::auth::FrameKey,
     ns: Mutex<Option<(Instant, Arc<Namespace>)>>,
-    /// Serializes this router's read-modify-write of the namespace record.
+    /// One publish of this router at a time, so its own publishes are checked
+    /// against each other (publishes of other routers meet the merge rule).
     ns_write: Mutex<()>,
+    /// The cluster state on the nodes.
+    pub(crate) state: state::Store,
+    /// Writer of this router's state entries.
+    id: String,
     pub(crate) dirs: ByteLru<Oid, Vec<monofs_net::dir::Entry>>,
     pub(crate) blocks: ByteLru<(Oid, u64), Vec<u8>>,
     pub(crate) metrics: Metrics,
@@ -83,8 +94,8 @@ pub struct Router {
     /// MAC key of the file handles this router mints and accepts.
     pub(crate) handle_key: handle::HandleKey,
     pub(crate) started: Instant,
-    /// This router as `GET /api/status` names it: its NFS and HTTP addresses.
-    pub(crate) id: std::sync::OnceLock<String>,
+    /// Where this router listens, as `GET /api/status` shows it.
+    pub(crate) listen: std::sync::OnceLock<String>,
 }
 
 impl Router {
@@ -94,9 +105,12 @@ impl Router {
         fetchers: Vec<String>,
         key: &monofs_net::key::ClusterKey,
     ) -> Router {
+        let cluster = Cluster::new(nodes, replication, key);
         Router {
             handle_key: handle::HandleKey::new(key),
-            cluster: Cluster::new(nodes, replication, key),
+            state: state::Store::new(cluster.clone()),
+            id: format!("router-{}", std::process::id()),
+            cluster,
             fetchers,
             frame_key: monofs_net::auth::FrameKey::new(key),
             ns: Mutex::new(None),
@@ -106,23 +120,18 @@ impl Router {
             metrics: Metrics::default(),
             flights: Arc::default(),
             started: Instant::now(),
-            id: std::sync::OnceLock::new(),
+            listen: std::sync::OnceLock::new(),
         }
     }
 
-    /// The namespace record as stored on its owning nodes.
-    fn load_namespace_record(&self) -> Result<(Vec<monofs_net::ns::NsEntry>, Vec<u8>), String> {
-        let raw = self
-            .cluster
-            .get(&keys::namespace(), 0, monofs_net::MAX_FRAME as u32)
-            .map_err(|e| format!("namespace record unavailable: {e}"))?
-            .unwrap_or_default();
-        if raw.is_empty() {
-            return Ok((Vec::new(), raw));
-        }
-        let entries =
-            monofs_net::ns::decode(&raw).map_err(|e| format!("namespace record corrupt: {e}"))?;
-        Ok((entries, raw))
+    /// Name this router in the cluster state.
+    pub fn with_id(mut self, id: String) -> Router {
+        self.id = id;
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The current namespace, at most NS_TTL old.
@@ -132,45 +141,136 @@ impl Router {
                 return Ok(ns.clone());
             }
         }
-        let (entries, raw) = self.load_namespace_record().map_err(|e| {
+        let snap = self.state.read(NS_TTL).map_err(|e| {
             tracing::error!(error = %e, "cannot load namespace");
             Status::Io
         })?;
+        let (repos, generation) = namespace::published(&snap.state, &snap.legacy);
         let mut slot = lock(&self.ns);
         let ns = match slot.as_ref() {
-            Some((_, old)) if old.generation == xxhash_rust::xxh3::xxh3_64(&raw) => old.clone(),
-            _ => Arc::new(Namespace::build(entries, &raw)),
+            Some((_, old)) if old.generation == generation => old.clone(),
+            _ => Arc::new(Namespace::build(repos, generation)),
         };
         *slot = Some((Instant::now(), ns.clone()));
         Ok(ns)
     }
 
-    /// Add or replace a repository in the namespace record, durably on every
-    /// owner, then drop the cached copy so this router sees it at once.
+    /// Add or replace a repository in the namespace: one `repo/<path>` entry
+    /// of the cluster state, stored on a majority of nodes. A path keeps the
+    /// URL it was first published from; of two routers publishing one path
+    /// from two URLs at once, the write that wins the merge order stays, and
+    /// the other router reports the refusal if a majority's answers already
+    /// show the winner (otherwise its entry is overwritten when the winner's
+    /// write lands).
     pub fn publish(&self, entry: monofs_net::ns::NsEntry) -> Result<(), String> {
         let _w = lock(&self.ns_write);
-        let (mut entries, _) = self.load_namespace_record()?;
-        Namespace::check_new(&entries, &entry.path).map_err(
-            |namespace::Conflict::Nested(other)| {
-                format!(
-                    "'{}' would nest with the published repository '{other}'",
-                    entry.path
-                )
-            },
-        )?;
-        let entry_path = entry.path.clone();
-        monofs_net::ns::upsert(&mut entries, entry);
-        let raw = monofs_net::ns::encode(&entries)
-            .map_err(|e| format!("cannot publish '{}': {e}", entry_path))?;
-        self.cluster
-            .put_batch(vec![(keys::namespace(), raw)])
-            .map_err(|e| format!("cannot store namespace record: {e}"))?;
+        let snap = self.state.read(Duration::ZERO)?;
+        let (repos, _) = namespace::published(&snap.state, &snap.legacy);
+        Namespace::check_new(&repos, &entry).map_err(|c| c.message(&entry))?;
+        let name = format!("{}{}", state::REPO_PREFIX, entry.path);
+        let update = state::stamped(&self.id, name.clone(), Some(entry.encode()));
+        let after = self
+            .state
+            .write(update)
+            .map_err(|e| format!("cannot publish '{}': {e}", entry.path))?;
         *lock(&self.ns) = None;
-        Ok(())
+        let (repos, _) = namespace::published(&after.state, &after.legacy);
+        let winner = after.state.entries.get(&name).map(|e| e.writer.as_str()).unwrap_or("?");
+        match repos.iter().find(|r| r.path == entry.path) {
+            Some(r) if r.url == entry.url => Ok(()),
+            Some(r) => Err(format!(
+                "{} (router {winner} published it at the same time, and its write wins)",
+                namespace::Conflict::OtherUrl(r.url.clone()).message(&entry)
+            )),
+            None => Err(format!(
+                "'{}' was not published: a repository nesting with it was published at the same time, and its write wins",
+                entry.path
+            )),
+        }
     }
 
     pub fn repos(&self) -> Result<Vec<monofs_net::ns::NsEntry>, String> {
-        Ok(self.load_namespace_record()?.0)
+        let snap = self.state.read(NS_TTL)?;
+        Ok(namespace::published(&snap.state, &snap.legacy).0)
+    }
+
+    /// The cluster state at most NS_TTL old or, while a majority of nodes
+    /// cannot be read, the last one read (None before any read succeeded).
+    fn snapshot(&self) -> Option<Arc<state::Snapshot>> {
+        match self.state.read(NS_TTL) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "using the last cluster state read");
+                self.state.last()
+            }
+        }
+    }
+
+    /// The drain set by an operator, if any.
+    pub fn drained(&self) -> Option<Drain> {
+        state::drain(&self.snapshot()?.state)
+    }
+
+    /// Nodes marked for failover, by node id.
+    pub fn failovers(&self) -> std::collections::BTreeMap<String, Failover> {
+        self.snapshot().map(|s| state::failovers(&s.state)).unwrap_or_default()
+    }
+
+    /// Routers that wrote a heartbeat within the last LIVE_HEARTBEATS periods.
+    pub fn routers(&self) -> Vec<RouterInfo> {
+        self.snapshot()
+            .map(|s| state::live_routers(&s.state, monofs_net::state::wall_ms()))
+            .unwrap_or_default()
+    }
+
+    fn write_entry(&self, name: String, value: Option<serde_json::Value>) -> Result<(), String> {
+        let value = value.map(|v| v.to_string().into_bytes());
+        self.state.write(state::stamped(&self.id, name, value)).map(|_| ())
+    }
+
+    pub fn set_drain(&self, reason: &str) -> Result<Drain, String> {
+        let d = Drain { reason: reason.to_string(), by: self.id.clone(), at: monofs_net::state::wall_ms() };
+        self.write_entry(state::DRAIN.into(), Some(serde_json::json!(d)))?;
+        Ok(d)
+    }
+
+    pub fn clear_drain(&self) -> Result<(), String> {
+        self.write_entry(state::DRAIN.into(), None)
+    }
+
+    /// An error naming the configured nodes when `node_id` is none of them.
+    pub(crate) fn known_node(&self, node_id: &str) -> Result<(), String> {
+        if self.cluster.nodes().iter().any(|n| n.id == node_id) {
+            return Ok(());
+        }
+        let nodes = self.cluster.nodes();
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        Err(format!("unknown node id '{node_id}' (this cluster's nodes: {})", ids.join(", ")))
+    }
+
+    /// Mark `node_id` for failover.
+    pub fn set_failover(&self, node_id: &str, reason: FailoverReason) -> Result<Failover, String> {
+        self.known_node(node_id)?;
+        let f = Failover { reason, since: monofs_net::state::wall_ms(), by: self.id.clone() };
+        self.write_entry(format!("{}{node_id}", state::FAILOVER_PREFIX), Some(serde_json::json!(f)))?;
+        Ok(f)
+    }
+
+    pub fn clear_failover(&self, node_id: &str) -> Result<(), String> {
+        self.known_node(node_id)?;
+        self.write_entry(format!("{}{node_id}", state::FAILOVER_PREFIX), None)
+    }
+
+    /// Write this router's `router/<id>` entry.
+    pub fn heartbeat(&self, http: SocketAddr, nfs: SocketAddr) -> Result<(), String> {
+        let info = RouterInfo {
+            id: self.id.clone(),
+            http: http.to_string(),
+            nfs: nfs.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            seen_ms: monofs_net::state::wall_ms(),
+        };
+        self.write_entry(format!("{}{}", state::ROUTER_PREFIX, self.id), Some(serde_json::json!(info)))
     }
 }
 
@@ -221,7 +321,9 @@ fn raise_nofile() {
 
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     cfg.health.check().map_err(anyhow::Error::msg)?;
-    let router = Arc::new(Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key));
+    let router = Arc::new(
+        Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key).with_id(cfg.router_id),
+    );
     let shutdown = Arc::new(AtomicBool::new(false));
     let nfs = TcpListener::bind(cfg.nfs_listen)
         .with_context(|| format!("cannot listen for NFS on {}", cfg.nfs_listen))?;
@@ -302,8 +404,27 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
                 .spawn(move || http::serve(r, h, t))?,
         );
     }
-    let _ = router.id.set(format!("nfs={nfs_addr},http={http_addr}"));
+    let _ = router.listen.set(format!("nfs={nfs_addr},http={http_addr}"));
     threads.push(health::spawn(router.cluster.clone(), cfg.health, shutdown.clone())?);
+    {
+        let (r, s) = (router.clone(), shutdown.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn(move || {
+                    let mut next = Instant::now();
+                    while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                        if Instant::now() >= next {
+                            if let Err(e) = r.heartbeat(http_addr, nfs_addr) {
+                                tracing::warn!(error = %e, "router heartbeat not stored");
+                            }
+                            next = Instant::now() + state::HEARTBEAT;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                })?,
+        );
+    }
     if let Some(every) = cfg.refresh_interval {
         let (r, s) = (router.clone(), shutdown.clone());
         threads.push(

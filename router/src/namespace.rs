@@ -1,11 +1,15 @@
 //! The namespace directories (`/`, hosts, orgs) derived from the published
-//! repositories. Rebuilt from the namespace record whenever it changes; a
-//! router keeps nothing here that another router could not rebuild.
+//! repositories: the `repo/` entries of the cluster state. Rebuilt whenever
+//! they change; a router keeps nothing here that another router could not
+//! rebuild.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use monofs_net::ns::NsEntry;
+use monofs_net::state::{ClusterState, Entry, Hlc};
 use xxhash_rust::xxh3::xxh3_64;
+
+use crate::state::REPO_PREFIX;
 
 use crate::handle::{child_path, ROOT_PATH};
 
@@ -26,7 +30,8 @@ pub struct NsDir {
 pub struct Namespace {
     pub repos: Vec<NsEntry>,
     pub dirs: HashMap<u64, NsDir>,
-    /// Changes whenever the record changes: the cookie verifier of namespace dirs.
+    /// Changes whenever the published repositories change: the cookie
+    /// verifier of namespace dirs.
     pub generation: u64,
 }
 
@@ -34,10 +39,77 @@ pub struct Namespace {
 pub enum Conflict {
     /// The new path lies inside an existing repository, or an existing one inside it.
     Nested(String),
+    /// The path is published from another URL.
+    OtherUrl(String),
+}
+
+impl Conflict {
+    /// Why publishing `new` is refused.
+    pub fn message(&self, new: &NsEntry) -> String {
+        match self {
+            Conflict::Nested(other) => {
+                format!("'{}' would nest with the published repository '{other}'", new.path)
+            }
+            Conflict::OtherUrl(url) => format!(
+                "/{} is already published from {url}; refusing to publish {} there (pass --source-id to publish it at another path)",
+                new.path, new.url
+            ),
+        }
+    }
+}
+
+/// Whether one of `accepted` lies inside `path` or `path` inside one of them.
+fn nests(accepted: &BTreeSet<String>, path: &str) -> bool {
+    let ancestor = path.match_indices('/').any(|(i, _)| accepted.contains(&path[..i]));
+    let below = format!("{path}/");
+    ancestor || accepted.range(below.clone()..).next().is_some_and(|p| p.starts_with(&below))
+}
+
+/// The published repositories, sorted by path, and their generation: the
+/// `repo/` entries of `state` joined with the entries of `legacy` namespace
+/// records (written before the cluster state, so stamped 0: any write in the
+/// state, a removal included, wins over them). Two paths published at once by
+/// two routers may nest; the entry that wins the merge order (greater stamp,
+/// then writer) is kept and the other is not shown, the same on every router.
+pub fn published(state: &ClusterState, legacy: &[Vec<u8>]) -> (Vec<NsEntry>, u64) {
+    let mut repos = ClusterState::default();
+    for (name, e) in state.entries.range(REPO_PREFIX.to_string()..).take_while(|(n, _)| n.starts_with(REPO_PREFIX)) {
+        repos.insert(name.clone(), e.clone());
+    }
+    for raw in legacy {
+        match monofs_net::ns::decode(raw) {
+            Ok(entries) => {
+                for e in entries {
+                    let entry = Entry { stamp: Hlc::ZERO, writer: String::new(), value: Some(e.encode()) };
+                    repos.insert(format!("{REPO_PREFIX}{}", e.path), entry);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "legacy namespace record is corrupt; ignoring it"),
+        }
+    }
+    let mut candidates: Vec<(Hlc, &str, NsEntry)> = repos
+        .live(REPO_PREFIX)
+        .filter_map(|(path, e, v)| NsEntry::decode(v).ok().filter(|n| n.path == path).map(|n| (e.stamp, e.writer.as_str(), n)))
+        .collect();
+    candidates.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    let mut accepted = BTreeSet::new();
+    let mut out = Vec::with_capacity(candidates.len());
+    for (_, _, n) in candidates {
+        if !nests(&accepted, &n.path) {
+            accepted.insert(n.path.clone());
+            out.push(n);
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut bytes = Vec::new();
+    for n in &out {
+        bytes.extend_from_slice(&n.encode());
+    }
+    (out, xxh3_64(&bytes))
 }
 
 impl Namespace {
-    pub fn build(repos: Vec<NsEntry>, raw: &[u8]) -> Namespace {
+    pub fn build(repos: Vec<NsEntry>, generation: u64) -> Namespace {
         let mut dirs: HashMap<u64, NsDir> = HashMap::new();
         let mut children: HashMap<u64, BTreeMap<Vec<u8>, u64>> = HashMap::new();
         dirs.insert(
@@ -87,14 +159,20 @@ impl Namespace {
         Namespace {
             repos,
             dirs,
-            generation: xxh3_64(raw),
+            generation,
         }
     }
 
-    /// Whether `path` can be published beside the existing repositories.
-    pub fn check_new(repos: &[NsEntry], path: &str) -> Result<(), Conflict> {
+    /// Whether `new` can be published beside the existing repositories: its
+    /// path must not nest with another's, and a path already published keeps
+    /// its URL (publishing the same URL again refreshes it).
+    pub fn check_new(repos: &[NsEntry], new: &NsEntry) -> Result<(), Conflict> {
+        let path = new.path.as_str();
         for r in repos {
             if r.path == path {
+                if r.url != new.url {
+                    return Err(Conflict::OtherUrl(r.url.clone()));
+                }
                 continue;
             }
             let inside =
@@ -139,7 +217,7 @@ mod tests {
                 e("github.com/b/y", 9),
                 e("local/z", 1),
             ],
-            b"r",
+            7,
         );
         let gh = ns.lookup(ROOT_PATH, b"github.com").unwrap();
         assert_eq!(ns.dirs[&gh].children.len(), 2);
@@ -153,11 +231,39 @@ mod tests {
     }
 
     #[test]
-    fn refuses_nesting() {
+    fn refuses_nesting_and_another_url() {
         let repos = vec![e("h/a/b", 0)];
-        assert!(Namespace::check_new(&repos, "h/a/b/c").is_err());
-        assert!(Namespace::check_new(&repos, "h/a").is_err());
-        assert!(Namespace::check_new(&repos, "h/a/bc").is_ok());
-        assert!(Namespace::check_new(&repos, "h/a/b").is_ok());
+        assert!(Namespace::check_new(&repos, &e("h/a/b/c", 0)).is_err());
+        assert!(Namespace::check_new(&repos, &e("h/a", 0)).is_err());
+        assert!(Namespace::check_new(&repos, &e("h/a/bc", 0)).is_ok());
+        assert!(Namespace::check_new(&repos, &e("h/a/b", 1)).is_ok(), "the same URL refreshes");
+        let other = NsEntry { url: "https://elsewhere".into(), ..e("h/a/b", 0) };
+        let c = Namespace::check_new(&repos, &other).unwrap_err();
+        assert_eq!(c, Conflict::OtherUrl(String::new()));
+        assert!(c.message(&other).contains("--source-id"));
+    }
+
+    fn put(s: &mut ClusterState, wall_ms: u64, writer: &str, n: &NsEntry) {
+        let entry = Entry { stamp: Hlc { wall_ms, counter: 0 }, writer: writer.into(), value: Some(n.encode()) };
+        s.insert(format!("{REPO_PREFIX}{}", n.path), entry);
+    }
+
+    #[test]
+    fn published_joins_legacy_and_resolves_nesting_by_merge_order() {
+        let mut s = ClusterState::default();
+        put(&mut s, 5, "r1", &e("h/a", 1));
+        // Published at once elsewhere, nesting with h/a: the later stamp wins.
+        put(&mut s, 6, "r2", &e("h/a/b", 2));
+        put(&mut s, 5, "r1", &e("h/c", 3));
+        // The legacy record names h/c too (the state wins) and h/old (kept).
+        let legacy = monofs_net::ns::encode(&[e("h/c", 99), e("h/old", 4)]).unwrap();
+        let (repos, generation) = published(&s, std::slice::from_ref(&legacy));
+        let got: Vec<(&str, i64)> = repos.iter().map(|r| (r.path.as_str(), r.commit_time)).collect();
+        assert_eq!(got, [("h/a/b", 2), ("h/c", 3), ("h/old", 4)]);
+        // A removal in the state hides the legacy entry.
+        s.insert("repo/h/old".into(), Entry { stamp: Hlc { wall_ms: 1, counter: 0 }, writer: "r".into(), value: None });
+        let (repos2, generation2) = published(&s, &[legacy]);
+        assert_eq!(repos2.len(), 2);
+        assert_ne!(generation, generation2);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use monofs_net::auth::{AuthStream, FrameKey};
 use monofs_net::ns::NsEntry;
 use monofs_net::proto::{NodeAddr, Request, Response};
+use monofs_net::state::ClusterState;
 use monofs_nfs::Backend;
 
 use crate::Router;
@@ -42,6 +43,17 @@ fn stand_in_node() -> NodeAddr {
                         Request::PutBatch(items) => {
                             st.extend(items);
                             Response::Ok
+                        }
+                        Request::MergeState(raw) => {
+                            let key = monofs_net::keys::cluster_state();
+                            let mut state = st
+                                .get(&key)
+                                .map(|v| ClusterState::decode(v).unwrap())
+                                .unwrap_or_default();
+                            state.join(ClusterState::decode(&raw).unwrap());
+                            let joined = state.encode().unwrap();
+                            st.insert(key, joined.clone());
+                            Response::Data(joined)
                         }
                         Request::Get { key, offset, len } => match st.get(&key) {
                             Some(v) => {

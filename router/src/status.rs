@@ -68,7 +68,8 @@ pub fn report(router: &Router) -> Value {
     let healthy = health.iter().filter(|h| h.healthy).count();
     json!({
         "router": {
-            "id": router.id.get().cloned().unwrap_or_default(),
+            "id": router.id(),
+            "listen": router.listen.get().cloned().unwrap_or_default(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": router.started.elapsed().as_secs(),
         },

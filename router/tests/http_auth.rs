@@ -26,6 +26,7 @@ fn start(token: Option<AdminToken>) -> monofs_router::RouterHandle {
         exports: monofs_nfs::Exports::default(),
         health: Default::default(),
         nfs_limits: monofs_nfs::Limits::default(),
+        router_id: "r1".into(),
     })
     .unwrap()
 }

@@ -131,7 +131,8 @@ fn serve(s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: bool) {
             | Request::Damaged
             | Request::Digest(_)
             | Request::ListKeys(_)
-            | Request::Stats => {
+            | Request::Stats
+            | Request::MergeState(_) => {
                 Response::Error("not a fetcher".into())
             }
         };

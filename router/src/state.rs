@@ -1,0 +1,270 @@
+//! The cluster state as this router reads and writes it (docs/ARCHITECTURE.md,
+//! "Cluster state"): every configured node holds a copy; a write is a
+//! MERGE_STATE on every node and counts once a majority acknowledged it; a
+//! read asks every node and joins what a majority answered. Any two majorities
+//! share a node, so a read always meets every acknowledged write.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use monofs_net::client::{Cluster, NetError};
+use monofs_net::proto::{Request, Response};
+use monofs_net::state::{ClusterState, Entry, CLOCK};
+use monofs_net::sync::lock;
+use monofs_net::{keys, MAX_RECORD};
+use serde::{Deserialize, Serialize};
+
+/// How often a router writes its `router/<id>` entry.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A router is live while its last heartbeat is at most this many periods old.
+pub const LIVE_HEARTBEATS: u64 = 3;
+
+pub const REPO_PREFIX: &str = "repo/";
+pub const ROUTER_PREFIX: &str = "router/";
+pub const FAILOVER_PREFIX: &str = "failover/";
+pub const DRAIN: &str = "drain";
+
+/// `drain`: the cluster is being drained (set by an operator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub reason: String,
+    /// Router id that wrote it.
+    pub by: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverReason {
+    /// An operator asked for it (`monofs admin trigger-failover`).
+    Manual,
+    /// The repair loop found the node down.
+    Down,
+}
+
+/// `failover/<node id>`: the node's replicas are to be served and rebuilt elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failover {
+    pub reason: FailoverReason,
+    /// Milliseconds since the Unix epoch.
+    pub since: u64,
+    pub by: String,
+}
+
+/// `router/<id>`: a router's last heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterInfo {
+    #[serde(default)]
+    pub id: String,
+    pub http: String,
+    pub nfs: String,
+    pub version: String,
+    pub seen_ms: u64,
+}
+
+/// One entry stamped now by `writer`.
+pub fn stamped(writer: &str, name: String, value: Option<Vec<u8>>) -> ClusterState {
+    let mut s = ClusterState::default();
+    s.insert(name, Entry { stamp: CLOCK.now(), writer: writer.to_string(), value });
+    s
+}
+
+/// What a read found: the joined cluster state, and the legacy namespace
+/// record(s) the answering nodes hold.
+pub struct Snapshot {
+    pub state: ClusterState,
+    pub legacy: Vec<Vec<u8>>,
+}
+
+pub struct Store {
+    cluster: Cluster,
+    /// The last snapshot read (or written through), and when.
+    cache: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+}
+
+/// Nodes that must answer: more than half of those configured.
+pub fn majority(nodes: usize) -> usize {
+    nodes / 2 + 1
+}
+
+impl Store {
+    pub fn new(cluster: Cluster) -> Store {
+        Store { cluster, cache: Mutex::new(None) }
+    }
+
+    /// Run `call` against every configured node at once; the answers of those
+    /// that answered, or an error when fewer than a majority did (`failed` says
+    /// what did not happen, `verb` what a node that answered did).
+    fn ask_majority<T: Send>(
+        &self,
+        failed: &str,
+        verb: &str,
+        call: impl Fn(usize) -> Result<T, String> + Sync,
+    ) -> Result<Vec<T>, String> {
+        let n = self.cluster.nodes().len();
+        let answers: Vec<Result<T, String>> = std::thread::scope(|s| {
+            let call = &call;
+            let handles: Vec<_> = (0..n).map(|i| s.spawn(move || call(i))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("state call panicked".into())))
+                .collect()
+        });
+        let (oks, errors): (Vec<_>, Vec<_>) = answers.into_iter().partition(Result::is_ok);
+        let errors: Vec<String> = errors.into_iter().filter_map(Result::err).collect();
+        let need = majority(n);
+        if oks.len() < need {
+            return Err(format!("{failed}: {} of {n} nodes {verb}, {need} needed ({})", oks.len(), errors.join("; ")));
+        }
+        for e in &errors {
+            tracing::warn!(error = %e, "cluster state: a node missed ({failed} otherwise)");
+        }
+        Ok(oks.into_iter().filter_map(Result::ok).collect())
+    }
+
+    /// Cache `snap` as the state read now.
+    fn keep(&self, snap: Snapshot) -> Arc<Snapshot> {
+        CLOCK.observe(snap.state.max_stamp());
+        let snap = Arc::new(snap);
+        *lock(&self.cache) = Some((Instant::now(), snap.clone()));
+        snap
+    }
+
+    /// One request to the shard of node `i` owning `key`. A pooled connection
+    /// may have died with its node's restart: one failure is retried once.
+    fn call(&self, i: usize, key: &[u8], req: &Request) -> Result<Response, String> {
+        let id = &self.cluster.nodes()[i].id;
+        let once = || -> Result<Response, NetError> {
+            let c = self.cluster.client(i)?;
+            c.call_shard(c.shard_of(key), req)
+        };
+        match once() {
+            Err(NetError::Io { .. }) => once(),
+            r => r,
+        }
+        .map_err(|e| format!("node {id}: {e}"))
+    }
+
+    fn get(&self, i: usize, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let req = Request::Get { key: key.to_vec(), offset: 0, len: MAX_RECORD as u32 };
+        match self.call(i, key, &req)? {
+            Response::Data(d) => Ok(Some(d)),
+            Response::NotFound => Ok(None),
+            other => Err(format!("node {}: unexpected answer {other:?}", self.cluster.nodes()[i].id)),
+        }
+    }
+
+    /// Merge `entries` into every node's state; Ok once a majority stored it,
+    /// with the join of their answers (which holds every acknowledged write).
+    pub fn write(&self, entries: ClusterState) -> Result<Arc<Snapshot>, String> {
+        let raw = entries.encode().map_err(|e| format!("cluster state update refused: {e}"))?;
+        let key = keys::cluster_state();
+        let req = Request::MergeState(raw);
+        let answers = self.ask_majority("cluster state not stored", "acknowledged", |i| {
+            match self.call(i, &key, &req)? {
+                Response::Data(d) => ClusterState::decode(&d)
+                    .map_err(|e| format!("node {}: bad MERGE_STATE answer: {e}", self.cluster.nodes()[i].id)),
+                other => Err(format!("node {}: unexpected answer {other:?}", self.cluster.nodes()[i].id)),
+            }
+        })?;
+        let mut joined = ClusterState::default();
+        for s in answers {
+            joined.join(s);
+        }
+        let legacy = lock(&self.cache).as_ref().map(|(_, s)| s.legacy.clone()).unwrap_or_default();
+        Ok(self.keep(Snapshot { state: joined, legacy }))
+    }
+
+    /// The state as a majority of nodes hold it, at most `max_age` old.
+    pub fn read(&self, max_age: Duration) -> Result<Arc<Snapshot>, String> {
+        if let Some((at, s)) = lock(&self.cache).as_ref() {
+            if at.elapsed() < max_age {
+                return Ok(s.clone());
+            }
+        }
+        let (skey, nkey) = (keys::cluster_state(), keys::namespace());
+        let answers = self.ask_majority("cluster state unavailable", "answered", |i| {
+            let state = match self.get(i, &skey)? {
+                None => ClusterState::default(),
+                Some(raw) => ClusterState::decode(&raw)
+                    .map_err(|e| format!("node {}: stored cluster state is corrupt: {e}", self.cluster.nodes()[i].id))?,
+            };
+            // The namespace record of before the cluster state: only its owners
+            // hold it, so a node without it is no error.
+            let legacy = self.get(i, &nkey).unwrap_or(None);
+            Ok((state, legacy))
+        })?;
+        let mut snap = Snapshot { state: ClusterState::default(), legacy: Vec::new() };
+        for (s, legacy) in answers {
+            snap.state.join(s);
+            if let Some(l) = legacy.filter(|l| !l.is_empty() && !snap.legacy.contains(l)) {
+                snap.legacy.push(l);
+            }
+        }
+        Ok(self.keep(snap))
+    }
+
+    /// The last snapshot read, however old (for accessors that must answer
+    /// even while a majority of nodes is unreachable).
+    pub fn last(&self) -> Option<Arc<Snapshot>> {
+        lock(&self.cache).as_ref().map(|(_, s)| s.clone())
+    }
+}
+
+/// The drain entry, if set.
+pub fn drain(s: &ClusterState) -> Option<Drain> {
+    serde_json::from_slice(s.value(DRAIN)?).ok()
+}
+
+/// Nodes marked for failover, by node id.
+pub fn failovers(s: &ClusterState) -> BTreeMap<String, Failover> {
+    s.live(FAILOVER_PREFIX)
+        .filter_map(|(id, _, v)| Some((id.to_string(), serde_json::from_slice(v).ok()?)))
+        .collect()
+}
+
+/// Routers whose last heartbeat is at most LIVE_HEARTBEATS periods older than `now_ms`.
+pub fn live_routers(s: &ClusterState, now_ms: u64) -> Vec<RouterInfo> {
+    let window = LIVE_HEARTBEATS * HEARTBEAT.as_millis() as u64;
+    s.live(ROUTER_PREFIX)
+        .filter_map(|(id, _, v)| {
+            let mut r: RouterInfo = serde_json::from_slice(v).ok()?;
+            r.id = id.to_string();
+            (r.seen_ms + window >= now_ms).then_some(r)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monofs_net::state::Hlc;
+
+    fn put(s: &mut ClusterState, name: &str, v: serde_json::Value) {
+        s.insert(name.into(), Entry { stamp: Hlc { wall_ms: 1, counter: 0 }, writer: "r".into(), value: Some(v.to_string().into_bytes()) });
+    }
+
+    #[test]
+    fn reads_drain_failovers_and_live_routers() {
+        let mut s = ClusterState::default();
+        assert_eq!(drain(&s), None);
+        put(&mut s, DRAIN, serde_json::json!({"reason": "upgrade", "by": "r1", "at": 5}));
+        assert_eq!(drain(&s), Some(Drain { reason: "upgrade".into(), by: "r1".into(), at: 5 }));
+        put(&mut s, "failover/n2", serde_json::json!({"reason": "down", "since": 7, "by": "r1"}));
+        put(&mut s, "failover/n3", serde_json::json!({"reason": "manual", "since": 8, "by": "r2"}));
+        let f = failovers(&s);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f["n2"].reason, FailoverReason::Down);
+        assert_eq!(f["n3"].reason, FailoverReason::Manual);
+        put(&mut s, "router/a", serde_json::json!({"http": "h", "nfs": "n", "version": "v", "seen_ms": 100_000}));
+        put(&mut s, "router/b", serde_json::json!({"http": "h", "nfs": "n", "version": "v", "seen_ms": 50_000}));
+        let live: Vec<String> = live_routers(&s, 110_000).into_iter().map(|r| r.id).collect();
+        assert_eq!(live, ["a"]);
+        assert_eq!(majority(1), 1);
+        assert_eq!(majority(2), 2);
+        assert_eq!(majority(3), 2);
+        assert_eq!(majority(4), 3);
+    }
+}

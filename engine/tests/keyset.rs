@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use monofs_engine::log::MAX_LIST_SCAN;
 use monofs_net::client::{BucketDigest, Conn, NetError, NodeClient, OwnerFilter, DIGEST_BUCKETS};
 use monofs_net::keyset::{bucket_of, is_content_key};
 use monofs_net::proto::{ListKeysRequest, Request, Response, MAX_LIST_KEYS};
@@ -321,6 +322,30 @@ fn a_digest_of_200k_keys_does_not_starve_gets() {
         max_us.load(Ordering::Relaxed)
     );
     assert!(overlapped > 0, "no request was answered while a digest ran");
+
+    // A filter that matches nothing: each page examines at most MAX_LIST_SCAN keys,
+    // then answers empty with where to go on.
+    let none = OwnerFilter { members: ids(&["n1"]), rf: 1, include: ids(&["n9"]), exclude: vec![] };
+    let mut conn = Conn::connect(&addr, &test_key()).unwrap();
+    let mut req = ListKeysRequest { filter: none.clone(), bucket: None, after: None, limit: MAX_LIST_KEYS as u32 };
+    let mut pages = 0;
+    loop {
+        let Response::Keys { keys, next } = conn.call(&Request::ListKeys(req.clone())).unwrap() else { panic!() };
+        assert!(keys.is_empty());
+        pages += 1;
+        match next {
+            Some(k) => req.after = Some(k),
+            None => break,
+        }
+    }
+    assert_eq!(pages, n.div_ceil(MAX_LIST_SCAN as u64));
+    let mut found = 0;
+    c.scan_keys(&none, &mut |_, _| {
+        found += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(found, 0);
     node.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&db);
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: `POST /api/ingest` (streams NDJSON progress), `GET /api/repos`,
 //! `GET /api/damaged` (what each node found damaged in its logs), `GET /metrics`
-//! (Prometheus), `GET /healthz`.
+//! (Prometheus), `GET /healthz` (the process answers), `GET /health` (it can
+//! serve NFS clients: for load balancers).
 //!
 //! Endpoints that change state (`POST`) need the admin token as a bearer
 //! token when the router has one, and come from loopback when it has none;
@@ -100,6 +101,10 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
     }
     let resp = match (req.method(), path.as_str()) {
         (Method::Get, "/healthz") => json_response(200, &json!({"ok": true})),
+        (Method::Get, "/health") => {
+            let (code, body) = crate::health::check(router);
+            json_response(code, &body)
+        }
         (Method::Get, "/metrics") => Response::from_data(
             router
                 .metrics

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cache;
 pub mod damaged;
 pub mod handle;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod lazy;
@@ -78,6 +79,8 @@ pub struct Router {
     pub(crate) flights: Arc<lazy::Flights>,
     /// MAC key of the file handles this router mints and accepts.
     pub(crate) handle_key: handle::HandleKey,
+    /// Whether the NFS accept loop is running (`GET /health`).
+    pub(crate) nfs_serving: AtomicBool,
 }
 
 impl Router {
@@ -98,6 +101,7 @@ impl Router {
             blocks: ByteLru::new(BLOCK_CACHE_BYTES),
             metrics: Metrics::default(),
             flights: Arc::default(),
+            nfs_serving: AtomicBool::new(false),
         }
     }
 
@@ -118,15 +122,20 @@ impl Router {
 
     /// The current namespace, at most NS_TTL old.
     pub fn namespace(&self) -> Result<Arc<Namespace>, Status> {
+        self.namespace_or_reason().map_err(|e| {
+            tracing::error!(error = %e, "cannot load namespace");
+            Status::Io
+        })
+    }
+
+    /// `namespace`, with the reason it cannot be read.
+    pub fn namespace_or_reason(&self) -> Result<Arc<Namespace>, String> {
         if let Some((at, ns)) = lock(&self.ns).as_ref() {
             if at.elapsed() < NS_TTL {
                 return Ok(ns.clone());
             }
         }
-        let (entries, raw) = self.load_namespace_record().map_err(|e| {
-            tracing::error!(error = %e, "cannot load namespace");
-            Status::Io
-        })?;
+        let (entries, raw) = self.load_namespace_record()?;
         let mut slot = lock(&self.ns);
         let ns = match slot.as_ref() {
             Some((_, old)) if old.generation == xxhash_rust::xxh3::xxh3_64(&raw) => old.clone(),
@@ -230,6 +239,8 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     {
         let (b, x, s) = (backend.clone(), exports.clone(), shutdown.clone());
         let stats = router.metrics.nfs.clone();
+        let r = router.clone();
+        r.nfs_serving.store(true, std::sync::atomic::Ordering::SeqCst);
         threads.push(
             std::thread::Builder::new()
                 .name("nfs-accept".into())
@@ -239,6 +250,7 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
                     {
                         tracing::error!(error = %e, "NFS server stopped");
                     }
+                    r.nfs_serving.store(false, std::sync::atomic::Ordering::SeqCst);
                 })?,
         );
     }
@@ -322,3 +334,5 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
 
 #[cfg(test)]
 mod poison_tests;
+#[cfg(test)]
+mod stand_in_node;

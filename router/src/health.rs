@@ -4,22 +4,59 @@
 //! NFS3ERR_IO, so it must be taken out of rotation; `/healthz` only says the
 //! process answers. The check costs nothing while the namespace is cached
 //! (`NS_TTL`) and one read of the namespace record from its owners otherwise.
+//!
+//! A node that stops answering without closing its connection (a partition)
+//! holds a read for the node I/O timeout: the check answers within
+//! `HEALTH_DEADLINE` anyway, and while one read is stuck no other starts, so
+//! frequent checks never pile up threads.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use monofs_net::sync::lock;
 use serde_json::{json, Value};
 
 use crate::Router;
 
+/// Longest `GET /health` waits for the namespace before answering 503.
+pub const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
+
 /// HTTP status and body: 200 `{"ok":true,"repos":N}` or 503
 /// `{"ok":false,"error":REASON}`.
-pub fn check(router: &Router) -> (u16, Value) {
+pub fn check(router: &Arc<Router>) -> (u16, Value) {
+    let unhealthy = |why: String| (503, json!({"ok": false, "error": why}));
     if !router.nfs_serving.load(Ordering::SeqCst) {
-        return (503, json!({"ok": false, "error": "the NFS listener is not serving"}));
+        return unhealthy("the NFS listener is not serving".into());
     }
-    match router.namespace_or_reason() {
-        Ok(ns) => (200, json!({"ok": true, "repos": ns.repos.len()})),
-        Err(e) => (503, json!({"ok": false, "error": e})),
+    {
+        let mut probe = lock(&router.health_probe);
+        if let Some(since) = *probe {
+            return unhealthy(format!(
+                "the namespace record has been unreadable for {:.1} s: its nodes do not answer",
+                since.elapsed().as_secs_f64()
+            ));
+        }
+        *probe = Some(Instant::now());
+    }
+    let (tx, rx) = crossbeam::channel::bounded(1);
+    let r = router.clone();
+    let spawned = std::thread::Builder::new().name("health".into()).spawn(move || {
+        let res = r.namespace_or_reason().map(|ns| ns.repos.len());
+        *lock(&r.health_probe) = None;
+        let _ = tx.send(res);
+    });
+    if let Err(e) = spawned {
+        *lock(&router.health_probe) = None;
+        return unhealthy(format!("cannot start the namespace read: {e}"));
+    }
+    match rx.recv_timeout(HEALTH_DEADLINE) {
+        Ok(Ok(repos)) => (200, json!({"ok": true, "repos": repos})),
+        Ok(Err(e)) => unhealthy(e),
+        Err(_) => unhealthy(format!(
+            "the namespace record could not be read within {} s: its nodes do not answer",
+            HEALTH_DEADLINE.as_secs()
+        )),
     }
 }
 
@@ -91,9 +128,28 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_never_answers_makes_it_unhealthy_within_the_deadline() {
+        // Accepts connections, holds them, never answers: a partitioned node.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let held: Vec<TcpStream> = silent.incoming().flatten().collect();
+            drop(held);
+        });
+        let h = start(NodeAddr { id: "n1".into(), addr });
+        let (code, v) = get_health(h.http_addr);
+        assert_eq!(code, 503, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("could not be read within"), "{v}");
+        // The stuck read is not repeated: the next check answers from it at once.
+        let (code, v) = get_health(h.http_addr);
+        assert_eq!(code, 503, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("has been unreadable for"), "{v}");
+    }
+
+    #[test]
     fn unhealthy_without_the_nfs_listener() {
         let node = stand_in_node::start();
-        let router = crate::Router::new(vec![node], 1, vec![], &stand_in_node::key());
+        let router = std::sync::Arc::new(crate::Router::new(vec![node], 1, vec![], &stand_in_node::key()));
         let (code, v) = super::check(&router);
         assert_eq!(code, 503, "{v}");
         assert!(v["error"].as_str().unwrap().contains("NFS listener"), "{v}");

@@ -7,20 +7,38 @@
 //!
 //! A node that stops answering without closing its connection (a partition)
 //! holds a read for the node I/O timeout: the check answers within
-//! `HEALTH_DEADLINE` anyway, and while one read is stuck no other starts, so
-//! frequent checks never pile up threads.
+//! `HEALTH_DEADLINE` anyway. Checks that arrive while a read runs (a load
+//! balancer checks from each of its backends) wait for that read rather than
+//! start another or fail at once: threads never pile up, and a read that is
+//! merely slower than the gap between two checks fails neither.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use monofs_net::sync::lock;
+use monofs_net::sync::{lock, wait_timeout};
 use serde_json::{json, Value};
 
 use crate::Router;
 
 /// Longest `GET /health` waits for the namespace before answering 503.
 pub const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The one namespace read that concurrent checks share.
+#[derive(Default)]
+pub struct Probe {
+    state: Mutex<ProbeState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct ProbeState {
+    running_since: Option<Instant>,
+    /// Reads finished so far.
+    finished: u64,
+    /// The last read's outcome: repositories in the namespace, or why not.
+    last: Option<Result<usize, String>>,
+}
 
 /// HTTP status and body: 200 `{"ok":true,"repos":N}` or 503
 /// `{"ok":false,"error":REASON}`.
@@ -29,34 +47,42 @@ pub fn check(router: &Arc<Router>) -> (u16, Value) {
     if !router.nfs_serving.load(Ordering::SeqCst) {
         return unhealthy("the NFS listener is not serving".into());
     }
-    {
-        let mut probe = lock(&router.health_probe);
-        if let Some(since) = *probe {
+    let deadline = Instant::now() + HEALTH_DEADLINE;
+    let probe = &router.health_probe;
+    let mut st = lock(&probe.state);
+    // The read running now, or the one this check starts.
+    let awaited = st.finished + 1;
+    if st.running_since.is_none() {
+        st.running_since = Some(Instant::now());
+        let r = router.clone();
+        let spawned = std::thread::Builder::new().name("health".into()).spawn(move || {
+            let res = r.namespace_or_reason().map(|ns| ns.repos.len());
+            let mut st = lock(&r.health_probe.state);
+            st.running_since = None;
+            st.finished += 1;
+            st.last = Some(res);
+            r.health_probe.done.notify_all();
+        });
+        if let Err(e) = spawned {
+            st.running_since = None;
+            return unhealthy(format!("cannot start the namespace read: {e}"));
+        }
+    }
+    while st.finished < awaited {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let running = st.running_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
             return unhealthy(format!(
-                "the namespace record has been unreadable for {:.1} s: its nodes do not answer",
-                since.elapsed().as_secs_f64()
+                "the namespace record could not be read within {} s (the read has been running for {running:.1} s): its nodes do not answer",
+                HEALTH_DEADLINE.as_secs()
             ));
         }
-        *probe = Some(Instant::now());
+        st = wait_timeout(&probe.done, st, left).0;
     }
-    let (tx, rx) = crossbeam::channel::bounded(1);
-    let r = router.clone();
-    let spawned = std::thread::Builder::new().name("health".into()).spawn(move || {
-        let res = r.namespace_or_reason().map(|ns| ns.repos.len());
-        *lock(&r.health_probe) = None;
-        let _ = tx.send(res);
-    });
-    if let Err(e) = spawned {
-        *lock(&router.health_probe) = None;
-        return unhealthy(format!("cannot start the namespace read: {e}"));
-    }
-    match rx.recv_timeout(HEALTH_DEADLINE) {
-        Ok(Ok(repos)) => (200, json!({"ok": true, "repos": repos})),
-        Ok(Err(e)) => unhealthy(e),
-        Err(_) => unhealthy(format!(
-            "the namespace record could not be read within {} s: its nodes do not answer",
-            HEALTH_DEADLINE.as_secs()
-        )),
+    match st.last.clone() {
+        Some(Ok(repos)) => (200, json!({"ok": true, "repos": repos})),
+        Some(Err(e)) => unhealthy(e),
+        None => unhealthy("no namespace read has finished".into()),
     }
 }
 
@@ -68,6 +94,7 @@ mod tests {
     use monofs_net::proto::NodeAddr;
     use serde_json::json;
 
+    use super::HEALTH_DEADLINE;
     use crate::stand_in_node;
 
     fn start(node: NodeAddr) -> crate::RouterHandle {
@@ -140,10 +167,13 @@ mod tests {
         let (code, v) = get_health(h.http_addr);
         assert_eq!(code, 503, "{v}");
         assert!(v["error"].as_str().unwrap().contains("could not be read within"), "{v}");
-        // The stuck read is not repeated: the next check answers from it at once.
+        // The stuck read is not repeated: the next check waits for it.
         let (code, v) = get_health(h.http_addr);
         assert_eq!(code, 503, "{v}");
-        assert!(v["error"].as_str().unwrap().contains("has been unreadable for"), "{v}");
+        let why = v["error"].as_str().unwrap();
+        assert!(why.contains("could not be read within"), "{v}");
+        let running: f64 = why.split("running for ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(running >= 2.0 * HEALTH_DEADLINE.as_secs_f64() - 0.1, "one read, begun by the first check: {v}");
     }
 
     #[test]

@@ -81,8 +81,8 @@ pub struct Router {
     pub(crate) handle_key: handle::HandleKey,
     /// Whether the NFS accept loop is running (`GET /health`).
     pub(crate) nfs_serving: AtomicBool,
-    /// Since when `GET /health`'s read of the namespace has been running.
-    pub(crate) health_probe: Mutex<Option<Instant>>,
+    /// `GET /health`'s read of the namespace.
+    pub(crate) health_probe: health::Probe,
 }
 
 impl Router {
@@ -104,7 +104,7 @@ impl Router {
             metrics: Metrics::default(),
             flights: Arc::default(),
             nfs_serving: AtomicBool::new(false),
-            health_probe: Mutex::new(None),
+            health_probe: health::Probe::default(),
         }
     }
 

@@ -87,6 +87,8 @@ for r in rows:
         print(r["svname"], r["status"].replace(" ", "_"), r["scur"])
 PY
 }
+# HAProxy's own messages (servers going DOWN and UP, and why), not its session log
+hap_alerts() { grep -v '^[0-9]' "$HAPROXY_LOG" | grep -v '^\[' | tail -n 20 >&2 || true; }
 # wait_hap ROUTER STATUS [SECS]: until HAProxy's check says STATUS (UP, DOWN) for it
 wait_hap() {
     local i
@@ -95,6 +97,7 @@ wait_hap() {
         sleep 0.2
     done
     hap_routers >&2
+    hap_alerts
     fail "HAProxy does not report $1 $2 within ${3:-30}s"
 }
 wait_hap router1 UP
@@ -107,7 +110,7 @@ e2e_step "ingest through HAProxy"
 ingest() {
     netns_exec client "$MONOFS_BIN" ingest "$@" --router "http://$HAPROXY:8080" \
         --admin-token-file "$TOKEN" > "$E2E_TMP/ingest.log" 2>&1 \
-        || { cat "$E2E_TMP/ingest.log" >&2; fail "monofs ingest $*"; }
+        || { cat "$E2E_TMP/ingest.log" >&2; hap_alerts; fail "monofs ingest $*"; }
     tail -n 1 "$E2E_TMP/ingest.log" >&2
 }
 ingest --content eager "file://$MONOFS_TEST_REPOS/real"
@@ -241,6 +244,8 @@ failed_rounds=$(grep -c "&at=end-fail" "$CTL_LOG" || true)
 e2e_step "summary"
 grep "^ROUND [0-9]* end" "$VMLOG" | sed 's/^/  /'
 echo "routers killed (SIGKILL) in rounds:$KILLS"
+echo "e2e: HAProxy's messages:" >&2
+hap_alerts
 echo "e2e: HAProxy's log of the client's sessions:" >&2
 grep -e "monofs_nfs " "$HAPROXY_LOG" | tail -n 6 >&2 || true
 e2e_check "the guest read $total rounds, $failed_rounds failed (no ESTALE, no EIO, every sha256 right)" \

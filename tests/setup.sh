@@ -13,8 +13,9 @@ SUDO=""
 # cpio for its initramfs, gcc/libc6-dev for the static mount helper, libnfs-utils for
 # host-side NFS checks (nfs-ls, nfs-cat), python3 and curl for the test tools, fio/rpcbind/nfs-ganesha
 # for the benchmark smoke test, golang-go to build against the Go proxy layout MonoFS serves,
-# g++ to build libFuzzer for the fuzz targets (tests/fuzz.sh).
-pkgs=(git qemu-system-x86 busybox-static cpio gcc g++ libc6-dev libnfs-utils python3 curl ca-certificates fio rpcbind nfs-ganesha nfs-ganesha-vfs golang-go)
+# g++ to build libFuzzer for the fuzz targets (tests/fuzz.sh), iproute2 and haproxy for the
+# multi-host tests (tests/lib/netns.sh, deploy/haproxy/haproxy.cfg).
+pkgs=(git qemu-system-x86 busybox-static cpio gcc g++ libc6-dev libnfs-utils python3 curl ca-certificates fio rpcbind nfs-ganesha nfs-ganesha-vfs golang-go iproute2 haproxy)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

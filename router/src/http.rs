@@ -1,7 +1,8 @@
 //! The HTTP API: `POST /api/ingest` (streams NDJSON progress), `GET /api/repos`,
 //! `GET /api/damaged` (what each node found damaged in its logs), `GET /api/status`
 //! (the router, each node's health and stats, the replication factor), `GET /metrics`
-//! (Prometheus), `GET /healthz`; the cluster state: `GET /api/state`, `POST
+//! (Prometheus), `GET /healthz` (the process answers), `GET /health` (it can serve NFS
+//! clients: for load balancers); the cluster state: `GET /api/state`, `POST
 //! /api/drain {reason}`, `/api/undrain`, `/api/failover {node_id}`,
 //! `/api/failover/clear {node_id}`.
 //!
@@ -103,6 +104,10 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
     }
     let resp = match (req.method(), path.as_str()) {
         (Method::Get, "/healthz") => json_response(200, &json!({"ok": true})),
+        (Method::Get, "/health") => {
+            let (code, body) = crate::ready::check(router);
+            json_response(code, &body)
+        }
         (Method::Get, "/metrics") => Response::from_data(
             router
                 .metrics

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod damaged;
 pub mod handle;
 pub mod health;
+pub mod ready;
 pub mod http;
 pub mod ingest;
 pub mod lazy;
@@ -96,6 +97,10 @@ pub struct Router {
     pub(crate) started: Instant,
     /// Where this router listens, as `GET /api/status` shows it.
     pub(crate) listen: std::sync::OnceLock<String>,
+    /// Whether the NFS accept loop is running (`GET /health`).
+    pub(crate) nfs_serving: AtomicBool,
+    /// `GET /health`'s read of the namespace.
+    pub(crate) health_probe: ready::Probe,
 }
 
 impl Router {
@@ -121,6 +126,8 @@ impl Router {
             flights: Arc::default(),
             started: Instant::now(),
             listen: std::sync::OnceLock::new(),
+            nfs_serving: AtomicBool::new(false),
+            health_probe: ready::Probe::default(),
         }
     }
 
@@ -136,15 +143,20 @@ impl Router {
 
     /// The current namespace, at most NS_TTL old.
     pub fn namespace(&self) -> Result<Arc<Namespace>, Status> {
+        self.namespace_or_reason().map_err(|e| {
+            tracing::error!(error = %e, "cannot load namespace");
+            Status::Io
+        })
+    }
+
+    /// `namespace`, with the reason it cannot be read.
+    pub fn namespace_or_reason(&self) -> Result<Arc<Namespace>, String> {
         if let Some((at, ns)) = lock(&self.ns).as_ref() {
             if at.elapsed() < NS_TTL {
                 return Ok(ns.clone());
             }
         }
-        let snap = self.state.read(NS_TTL).map_err(|e| {
-            tracing::error!(error = %e, "cannot load namespace");
-            Status::Io
-        })?;
+        let snap = self.state.read(NS_TTL)?;
         let (repos, generation) = namespace::published(&snap.state, &snap.legacy);
         let mut slot = lock(&self.ns);
         let ns = match slot.as_ref() {
@@ -342,6 +354,8 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     {
         let (b, x, s) = (backend.clone(), exports.clone(), shutdown.clone());
         let stats = router.metrics.nfs.clone();
+        let r = router.clone();
+        r.nfs_serving.store(true, std::sync::atomic::Ordering::SeqCst);
         threads.push(
             std::thread::Builder::new()
                 .name("nfs-accept".into())
@@ -351,6 +365,7 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
                     {
                         tracing::error!(error = %e, "NFS server stopped");
                     }
+                    r.nfs_serving.store(false, std::sync::atomic::Ordering::SeqCst);
                 })?,
         );
     }
@@ -455,3 +470,5 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
 
 #[cfg(test)]
 mod poison_tests;
+#[cfg(test)]
+mod stand_in_node;

@@ -47,37 +47,15 @@ pub enum AdminCmd {
         #[arg(long)]
         reason: String,
         #[command(flatten)]
-        c: Common,
-        #[command(flatten)]
-        token: crate::ingest_cmd::TokenArg,
+        change: Change,
     },
     /// Remove the drain mark.
-    Undrain {
-        #[command(flatten)]
-        c: Common,
-        #[command(flatten)]
-        token: crate::ingest_cmd::TokenArg,
-    },
+    Undrain(Change),
     /// Mark a node for failover (reason "manual"): its replicas are to be served
     /// and rebuilt elsewhere.
-    TriggerFailover {
-        /// The node's id, as named in the routers' --nodes.
-        #[arg(long)]
-        node_id: String,
-        #[command(flatten)]
-        c: Common,
-        #[command(flatten)]
-        token: crate::ingest_cmd::TokenArg,
-    },
+    TriggerFailover(NodeChange),
     /// Remove a node's failover mark.
-    ClearFailover {
-        #[arg(long)]
-        node_id: String,
-        #[command(flatten)]
-        c: Common,
-        #[command(flatten)]
-        token: crate::ingest_cmd::TokenArg,
-    },
+    ClearFailover(NodeChange),
     /// Drain, failovers, live routers and repository count from the cluster state.
     State(Common),
     /// Write a new random cluster key to FILE (mode 0600; an existing file is never
@@ -87,6 +65,25 @@ pub enum AdminCmd {
         /// Where to write the key.
         file: std::path::PathBuf,
     },
+}
+
+/// A change of the cluster state: the router and its admin token.
+#[derive(clap::Args)]
+pub struct Change {
+    #[command(flatten)]
+    c: Common,
+    #[command(flatten)]
+    token: crate::ingest_cmd::TokenArg,
+}
+
+/// A change of one node's failover mark.
+#[derive(clap::Args)]
+pub struct NodeChange {
+    /// The node's id, as named in the routers' --nodes.
+    #[arg(long)]
+    node_id: String,
+    #[command(flatten)]
+    change: Change,
 }
 
 #[derive(clap::Args)]
@@ -152,7 +149,8 @@ fn get(c: &Common, path: &str) -> Result<Value, ExitCode> {
 
 /// POST a cluster state change; a request the router calls invalid (unknown
 /// node id, missing field) exits with the usage code.
-fn post(c: &Common, token: &crate::ingest_cmd::TokenArg, path: &str, body: Value) -> anyhow::Result<ExitCode> {
+fn post(ch: &Change, path: &str, body: Value) -> anyhow::Result<ExitCode> {
+    let (c, token) = (&ch.c, &ch.token);
     let url = format!("{}{path}", c.router.trim_end_matches('/'));
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(5))
@@ -258,14 +256,10 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
             let bearer = token.bearer(&c.router)?;
             crate::ingest_cmd::follow(&c.router, "/api/refresh", body, &storage_id, c.json(), bearer.as_deref())?
         }
-        AdminCmd::Drain { reason, c, token } => post(&c, &token, "/api/drain", json!({"reason": reason}))?,
-        AdminCmd::Undrain { c, token } => post(&c, &token, "/api/undrain", json!({}))?,
-        AdminCmd::TriggerFailover { node_id, c, token } => {
-            post(&c, &token, "/api/failover", json!({"node_id": node_id}))?
-        }
-        AdminCmd::ClearFailover { node_id, c, token } => {
-            post(&c, &token, "/api/failover/clear", json!({"node_id": node_id}))?
-        }
+        AdminCmd::Drain { reason, change } => post(&change, "/api/drain", json!({"reason": reason}))?,
+        AdminCmd::Undrain(change) => post(&change, "/api/undrain", json!({}))?,
+        AdminCmd::TriggerFailover(n) => post(&n.change, "/api/failover", json!({"node_id": n.node_id}))?,
+        AdminCmd::ClearFailover(n) => post(&n.change, "/api/failover/clear", json!({"node_id": n.node_id}))?,
         AdminCmd::State(c) => show(&c, "/api/state", print_state),
         AdminCmd::Damaged(c) => match get(&c, "/api/damaged") {
             Err(code) => code,

@@ -1,7 +1,8 @@
 //! A panic while a router lock is held must not turn every later call into an
 //! error: the router runs against a stand-in node over real TCP, threads
 //! panic while holding its locks, and the NFS backend calls that take those
-//! locks still answer correctly.
+//! locks still answer correctly. The same stand-in node shows that a namespace
+//! record of before the cluster state keeps its repositories.
 
 use std::sync::{Arc, Mutex};
 
@@ -44,4 +45,26 @@ fn a_panic_under_a_router_lock_does_not_spread() {
         router.lookup(&org, b"three").map(|_| ()),
         Err(monofs_nfs::Status::NoEnt)
     );
+}
+
+/// A namespace record written before the cluster state (the `N ns` key) still
+/// publishes its repositories, stamped 0: a later publish of the same path
+/// from the same URL replaces it, and another URL is refused.
+#[test]
+fn the_namespace_record_of_before_is_kept() {
+    let node = stand_in_node();
+    let old = repo("github.com/org/old");
+    let legacy = monofs_net::ns::encode(std::slice::from_ref(&old)).unwrap();
+    let c = monofs_net::client::Cluster::new(vec![node.clone()], 1, &key());
+    c.put_batch(vec![(monofs_net::keys::namespace(), legacy)]).unwrap();
+    let router = Router::new(vec![node], 1, vec![], &key()).with_id("r1".into());
+    assert_eq!(router.repos().unwrap(), vec![old.clone()]);
+    let err = router.publish(NsEntry { url: "https://elsewhere".into(), ..old.clone() }).unwrap_err();
+    assert!(err.contains("already published from https://github.com/org/old"), "{err}");
+    router.publish(NsEntry { commit_time: 7, ..old.clone() }).unwrap();
+    router.publish(repo("github.com/org/new")).unwrap();
+    let repos = router.repos().unwrap();
+    assert_eq!(repos.len(), 2);
+    assert_eq!(repos[1].path, "github.com/org/old");
+    assert_eq!(repos[1].commit_time, 7, "the state's entry wins over the legacy one");
 }

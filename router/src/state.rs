@@ -173,8 +173,16 @@ impl Store {
         for s in answers {
             joined.join(s);
         }
-        let legacy = lock(&self.cache).as_ref().map(|(_, s)| s.legacy.clone()).unwrap_or_default();
-        Ok(self.keep(Snapshot { state: joined, legacy }))
+        // The answers hold no legacy namespace record: they replace the cache
+        // only once a read has found what legacy records there are.
+        let legacy = lock(&self.cache).as_ref().map(|(_, s)| s.legacy.clone());
+        match legacy {
+            Some(legacy) => Ok(self.keep(Snapshot { state: joined, legacy })),
+            None => {
+                CLOCK.observe(joined.max_stamp());
+                Ok(Arc::new(Snapshot { state: joined, legacy: Vec::new() }))
+            }
+        }
     }
 
     /// The state as a majority of nodes hold it, at most `max_age` old.

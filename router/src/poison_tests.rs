@@ -10,6 +10,7 @@ use monofs_nfs::Backend;
 
 use crate::stand_in_node::{key, repo, start as stand_in_node};
 use crate::Router;
+use monofs_net::ns::NsEntry;
 
 /// Panic on another thread while holding the lock `which` picks.
 fn panic_holding<T: Send + 'static>(r: &Arc<Router>, which: fn(&Router) -> &Mutex<T>) {

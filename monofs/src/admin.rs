@@ -40,8 +40,10 @@ pub enum AdminCmd {
     /// Damaged log extents and keys each node found (at start-up or on reads):
     /// records there are skipped and read from other replicas.
     Damaged(Common),
-    /// Mark the cluster as drained (kept in the cluster state; every router
-    /// sees it within a second). Shown by `monofs admin state`.
+    /// Mark the cluster as drained for maintenance: automatic failover and
+    /// repair are suspended cluster-wide (a node may go down without its keys
+    /// being copied elsewhere) until `undrain`. Kept in the cluster state;
+    /// every router sees it within a second.
     Drain {
         /// Why, for whoever looks at the state.
         #[arg(long)]
@@ -49,15 +51,43 @@ pub enum AdminCmd {
         #[command(flatten)]
         change: Change,
     },
-    /// Remove the drain mark.
+    /// Remove the drain mark: failover and repair resume.
     Undrain(Change),
-    /// Mark a node for failover (reason "manual"): its replicas are to be served
-    /// and rebuilt elsewhere.
+    /// Fail a node over by hand (reason "manual"), before removing it: its keys
+    /// now belong to the next HRW owners, and the repair copies them there
+    /// (`status` shows progress). Stays until `clear-failover`.
     TriggerFailover(NodeChange),
-    /// Remove a node's failover mark.
+    /// Forget a node's failover mark, once the node is removed from --nodes or
+    /// back in service (it is then caught up by anti-entropy).
     ClearFailover(NodeChange),
     /// Drain, failovers, live routers and repository count from the cluster state.
     State(Common),
+    /// Run a repair pass now instead of at the next --repair-interval: compare
+    /// the nodes' key digests and copy only what an owner lacks, including the
+    /// keys whose owners changed with the membership (moved to their new
+    /// owners; the old copies stay until the node is removed). Must reach the
+    /// repair leader (the router with the smallest id; `status` names it).
+    Rebalance {
+        /// Only the node with this id: its pairs with the other nodes and the
+        /// keys it holds without owning them.
+        #[arg(long)]
+        storage_id: Option<String>,
+        #[command(flatten)]
+        change: Change,
+    },
+    /// The keys a node holds (directory records and blob chunks): kind, object
+    /// id, chunk, size, and whether the node owns it under the current
+    /// membership; then a summary line. Needs the admin token.
+    NodeFiles {
+        /// The node's id, as named in the routers' --nodes.
+        #[arg(long)]
+        node_id: String,
+        /// Most keys listed (0: all); the summary counts every key.
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+        #[command(flatten)]
+        change: Change,
+    },
     /// Write a new random cluster key to FILE (mode 0600; an existing file is never
     /// overwritten). Give the same file to every router, node and fetcher
     /// (`--cluster-key-file`).
@@ -182,6 +212,63 @@ fn post(ch: &Change, path: &str, body: Value) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Stream `GET /api/node-files`: NDJSON as it comes (`--format json`) or a table.
+fn node_files(ch: &Change, node_id: &str, limit: u64) -> anyhow::Result<ExitCode> {
+    use std::io::BufRead;
+    let (c, token) = (&ch.c, &ch.token);
+    let url = format!("{}/api/node-files", c.router.trim_end_matches('/'));
+    let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).build();
+    let mut req = agent.get(&url).query("node_id", node_id).query("limit", &limit.to_string());
+    if let Some(b) = token.bearer(&c.router)? {
+        req = req.set("Authorization", &b);
+    }
+    let r = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            let body: Value = r.into_json().unwrap_or(Value::Null);
+            eprintln!("monofs: {url}: {code} {}", body["error"].as_str().unwrap_or(""));
+            return Ok(ExitCode::from(if code == 400 { exit::USAGE } else { exit::FAILURE }));
+        }
+        Err(e) => {
+            eprintln!("monofs: cannot reach the router at {}: {e}", c.router);
+            return Ok(ExitCode::from(exit::UNREACHABLE));
+        }
+    };
+    if !c.json() {
+        println!("{:<5} {:<40} {:>6} {:>9}  OWNED", "KIND", "OBJECT", "CHUNK", "SIZE");
+    }
+    let mut complete = false;
+    for line in std::io::BufReader::new(r.into_reader()).lines() {
+        let line = line?;
+        if c.json() {
+            println!("{line}");
+        }
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if let Some(sum) = v.get("summary") {
+            complete = sum["complete"].as_bool() == Some(true);
+            if !c.json() {
+                println!(
+                    "{} keys ({} owned), {}{}",
+                    num(sum, "keys"),
+                    num(sum, "owned"),
+                    indicatif::HumanBytes(sum["bytes"].as_u64().unwrap_or(0)),
+                    sum["error"].as_str().map(|e| format!("; incomplete: {e}")).unwrap_or_default()
+                );
+            }
+        } else if !c.json() {
+            println!(
+                "{:<5} {:<40} {:>6} {:>9}  {}",
+                v["kind"].as_str().unwrap_or("?"),
+                v["oid"].as_str().unwrap_or("?"),
+                v["chunk"].as_u64().map_or("-".into(), |n| n.to_string()),
+                num(&v, "size"),
+                if v["owned"].as_bool() == Some(true) { "yes" } else { "no" }
+            );
+        }
+    }
+    Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(exit::FAILURE) })
+}
+
 /// GET `path` and print it as JSON (`--json`) or with `print`.
 fn show(c: &Common, path: &str, print: fn(&Value)) -> ExitCode {
     match get(c, path) {
@@ -261,6 +348,10 @@ pub fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
         AdminCmd::TriggerFailover(n) => post(&n.change, "/api/failover", json!({"node_id": n.node_id}))?,
         AdminCmd::ClearFailover(n) => post(&n.change, "/api/failover/clear", json!({"node_id": n.node_id}))?,
         AdminCmd::State(c) => show(&c, "/api/state", print_state),
+        AdminCmd::Rebalance { storage_id, change } => {
+            post(&change, "/api/rebalance", json!({"storage_id": storage_id}))?
+        }
+        AdminCmd::NodeFiles { node_id, limit, change } => node_files(&change, &node_id, limit)?,
         AdminCmd::Damaged(c) => match get(&c, "/api/damaged") {
             Err(code) => code,
             Ok(v) if c.json() => {
@@ -385,6 +476,45 @@ fn print_status(status: &Value) {
         if let Some(e) = n["stats_error"].as_str() {
             println!("  stats: {e}");
         }
+    }
+    let cl = &status["cluster"];
+    if let Some(d) = cl["drained"].as_object() {
+        println!("DRAINED: {} (by {})", d.get("reason").and_then(Value::as_str).unwrap_or(""), d.get("by").and_then(Value::as_str).unwrap_or("?"));
+    }
+    for (id, f) in cl["failovers"].as_object().into_iter().flatten() {
+        println!("failed over: {id} ({})", f["reason"].as_str().unwrap_or("?"));
+    }
+    let routers: Vec<&str> = status["routers"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str()).collect();
+    println!("routers: {}", if routers.is_empty() { "-".into() } else { routers.join(", ") });
+    let r = &status["repair"];
+    let last = &r["last"];
+    println!(
+        "repair: {} ({}), {} passes, {} keys under-replicated{}",
+        r["state"].as_str().unwrap_or("?"),
+        r["role"].as_str().unwrap_or("?"),
+        num(r, "passes"),
+        num(r, "under_replicated"),
+        if last.is_object() {
+            format!(
+                "; last pass: {} keys missing, {} copied ({})",
+                num(last, "keys_missing"),
+                num(last, "keys_copied"),
+                indicatif::HumanBytes(last["bytes_copied"].as_u64().unwrap_or(0))
+            )
+        } else {
+            String::new()
+        }
+    );
+    if let Some(cur) = r["current"].as_object() {
+        println!(
+            "  running: {}/{} node pairs, {} keys copied",
+            cur.get("pairs_done").and_then(Value::as_u64).unwrap_or(0),
+            cur.get("pairs_total").and_then(Value::as_u64).unwrap_or(0),
+            cur.get("keys_copied").and_then(Value::as_u64).unwrap_or(0)
+        );
+    }
+    for (id, secs) in r["pending_failover"].as_object().into_iter().flatten() {
+        println!("  {id} is down: failed over in {}s unless it returns", secs.as_u64().unwrap_or(0));
     }
 }
 

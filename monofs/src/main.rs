@@ -7,6 +7,7 @@ mod datadir;
 mod duration;
 mod ingest_cmd;
 mod logging;
+mod size;
 mod up;
 
 use std::net::SocketAddr;
@@ -113,6 +114,20 @@ struct RouterArgs {
     /// of what it publishes); unique per router. Default: HOSTNAME:HTTP_PORT.
     #[arg(long)]
     router_id: Option<String>,
+    /// How long a node may stay unhealthy before it is failed over and every
+    /// key it held is copied from a surviving replica to the next owner. Short
+    /// outages (a restart, a reboot) are better caught up by anti-entropy than
+    /// answered with a full copy. Suspended while the cluster is drained.
+    #[arg(long, default_value = "10m", value_parser = duration::parse)]
+    rebalance_delay: std::time::Duration,
+    /// Bytes per second a repair may copy between nodes (e.g. 64M, 1G).
+    #[arg(long, default_value = "64M", value_parser = size::parse)]
+    repair_bandwidth: u64,
+    /// Longest time between two anti-entropy passes when nothing changes
+    /// (a node's health, the membership or the failover state changing starts
+    /// one at once).
+    #[arg(long, default_value = "60s", value_parser = duration::parse)]
+    repair_interval: std::time::Duration,
     #[command(flatten)]
     clients: ClientLimits,
     #[command(flatten)]
@@ -325,6 +340,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     unhealthy_threshold: a.unhealthy_threshold,
                 },
                 router_id: a.router_id.unwrap_or_else(|| default_router_id(a.http_port)),
+                repair: monofs_router::repair::RepairConfig {
+                    rebalance_delay: a.rebalance_delay,
+                    bandwidth: a.repair_bandwidth,
+                    interval: a.repair_interval,
+                },
             })?;
             up::wait_for_signal();
             h.shutdown();

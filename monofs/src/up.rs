@@ -150,6 +150,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         exports,
         health: Default::default(),
         router_id: crate::default_router_id(a.http_port),
+        repair: Default::default(),
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 

@@ -135,6 +135,44 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
             Ok(v) => json_response(200, &v),
             Err(e) => json_response(503, &json!({"error": e})),
         },
+        (Method::Post, "/api/rebalance") => {
+            let node = read_body(&mut req).and_then(|b| {
+                let v: Value = if b.iter().all(u8::is_ascii_whitespace) {
+                    json!({})
+                } else {
+                    serde_json::from_slice(&b).map_err(|e| (400, format!("request body is not JSON: {e}")))?
+                };
+                Ok(v.get("storage_id").and_then(Value::as_str).map(str::to_string))
+            });
+            match node.and_then(|n| router.request_rebalance(n.clone()).map(|_| n).map_err(|e| (409, e))) {
+                Ok(n) => json_response(200, &json!({"rebalance": "started", "storage_id": n})),
+                Err((code, e)) => json_response(code, &json!({"error": e})),
+            }
+        }
+        (Method::Get, "/api/node-files") => {
+            // Lists object ids a node holds, published or not: admin only.
+            if let Err(refused) = authorize(token.as_ref(), &req) {
+                let _ = req.respond(refused);
+                return;
+            }
+            let q = query(req.url());
+            let node = q.iter().find(|(k, _)| k == "node_id").map(|(_, v)| v.clone()).unwrap_or_default();
+            let limit = q.iter().find(|(k, _)| k == "limit").and_then(|(_, v)| v.parse().ok()).unwrap_or(1000u64);
+            if let Err(e) = router.known_node(&node) {
+                json_response(400, &json!({"error": e}))
+            } else {
+                let mut w = req.into_writer();
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
+                if w.write_all(head.as_bytes()).is_ok() {
+                    let mut body = std::io::BufWriter::new(&mut w);
+                    if let Err((_, e)) = crate::node_files::stream(router, &node, limit, &mut body) {
+                        let _ = writeln!(body, "{}", json!({"summary": {"complete": false, "error": e}}));
+                    }
+                    let _ = body.flush();
+                }
+                return;
+            }
+        }
         (Method::Post, "/api/drain" | "/api/undrain" | "/api/failover" | "/api/failover/clear") => {
             match read_body(&mut req).and_then(|b| change_state(router, &path, &b)) {
                 Ok(v) => json_response(200, &v),
@@ -216,6 +254,43 @@ fn change_state(router: &Router, path: &str, body: &[u8]) -> Result<Value, (u16,
             }
         }
     }
+}
+
+/// `a=1&b=x%20y` of a URL, percent-decoded.
+fn query(url: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'%' if i + 2 < b.len() => {
+                    match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                        Ok(v) => {
+                            out.push(v);
+                            i += 3;
+                            continue;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b'+' => out.push(b' '),
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    url.split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 pub fn entry_json(e: &monofs_net::ns::NsEntry) -> Value {

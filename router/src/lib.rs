@@ -10,11 +10,13 @@ pub mod damaged;
 pub mod handle;
 pub mod health;
 pub mod ready;
+pub mod repair;
 pub mod http;
 pub mod ingest;
 pub mod lazy;
 pub mod metrics;
 pub mod namespace;
+pub mod node_files;
 pub mod status;
 pub mod state;
 
@@ -73,6 +75,8 @@ pub struct RouterConfig {
     /// This router's name in the cluster state (`router/<id>`, and the writer
     /// of its entries); unique per router.
     pub router_id: String,
+    /// Failover delay, pace and period of the repair (`repair`).
+    pub repair: repair::RepairConfig,
 }
 
 pub struct Router {
@@ -94,6 +98,8 @@ pub struct Router {
     pub(crate) flights: Arc<lazy::Flights>,
     /// MAC key of the file handles this router mints and accepts.
     pub(crate) handle_key: handle::HandleKey,
+    /// What the repair loop is doing (`GET /api/status`), and its triggers.
+    pub(crate) repair: repair::Repair,
     pub(crate) started: Instant,
     /// Where this router listens, as `GET /api/status` shows it.
     pub(crate) listen: std::sync::OnceLock<String>,
@@ -113,6 +119,7 @@ impl Router {
         let cluster = Cluster::new(nodes, replication, key);
         Router {
             handle_key: handle::HandleKey::new(key),
+            repair: repair::Repair::default(),
             state: state::Store::new(cluster.clone()),
             id: format!("router-{}", std::process::id()),
             cluster,
@@ -139,6 +146,38 @@ impl Router {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether this router runs failover and repair: it has the smallest id
+    /// among the routers whose heartbeat is live in the cluster state.
+    pub fn is_repair_leader(&self) -> bool {
+        self.routers().iter().map(|r| r.id.as_str()).min() == Some(self.id.as_str())
+    }
+
+    /// Start a repair pass now (`monofs admin rebalance`), over the whole
+    /// cluster or the pairs and handoff of one node.
+    pub fn request_rebalance(&self, node: Option<String>) -> Result<(), String> {
+        if let Some(n) = &node {
+            self.known_node(n)?;
+        }
+        if !self.is_repair_leader() {
+            let leader = self.routers().into_iter().map(|r| r.id).min();
+            return Err(format!(
+                "this router ('{}') does not run repair; the repair leader is {}: send the request there",
+                self.id,
+                leader.map_or("unknown (no live router in the cluster state)".into(), |l| format!("'{l}'"))
+            ));
+        }
+        let why = match &node {
+            Some(n) => format!("rebalance of {n} requested"),
+            None => "rebalance requested".into(),
+        };
+        self.repair.request(why, node);
+        Ok(())
+    }
+
+    pub fn repair_status(&self) -> repair::RepairStatus {
+        self.repair.status()
     }
 
     /// The current namespace, at most NS_TTL old.
@@ -333,6 +372,7 @@ fn raise_nofile() {
 
 pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     cfg.health.check().map_err(anyhow::Error::msg)?;
+    cfg.repair.check().map_err(anyhow::Error::msg)?;
     let router = Arc::new(
         Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key).with_id(cfg.router_id),
     );
@@ -421,6 +461,10 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     }
     let _ = router.listen.set(format!("nfs={nfs_addr},http={http_addr}"));
     threads.push(health::spawn(router.cluster.clone(), cfg.health, shutdown.clone())?);
+    {
+        let (r, c, s) = (router.clone(), cfg.repair.clone(), shutdown.clone());
+        threads.push(std::thread::Builder::new().name("repair".into()).spawn(move || repair::run(r, c, s))?);
+    }
     {
         let (r, s) = (router.clone(), shutdown.clone());
         threads.push(

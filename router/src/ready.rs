@@ -113,6 +113,7 @@ mod tests {
             nfs_limits: monofs_nfs::Limits::default(),
             health: Default::default(),
             router_id: "ready-test".into(),
+            repair: Default::default(),
         })
         .unwrap()
     }

@@ -52,19 +52,21 @@ pub fn per_node<T: Send + 'static>(
 pub fn report(router: &Router) -> Value {
     let cluster = &router.cluster;
     let health = cluster.health();
-    let damaged = per_node(cluster, NODE_ANSWER_WAIT, crate::damaged::node_total);
+    let stats = per_node(cluster, NODE_ANSWER_WAIT, node_stats);
     let nodes: Vec<Value> = health
         .iter()
-        .zip(damaged)
+        .zip(stats)
         .map(|(h, d)| {
             let mut v = serde_json::to_value(h).unwrap_or(Value::Null);
             match d {
-                Ok(total) => v["stats"] = json!({ "damaged": total }),
+                Ok(s) => v["stats"] = serde_json::to_value(s).unwrap_or(Value::Null),
                 Err(e) => v["stats_error"] = json!(e),
             }
             v
         })
         .collect();
+    let drain = router.drained();
+    let failovers = router.failovers();
     let healthy = health.iter().filter(|h| h.healthy).count();
     json!({
         "router": {
@@ -79,6 +81,15 @@ pub fn report(router: &Router) -> Value {
             "nodes": health.len(),
             "healthy": healthy,
             "excluded": cluster.excluded(),
+            "drained": drain,
+            "failovers": failovers,
         },
+        "routers": router.routers(),
+        "repair": router.repair_status(),
     })
+}
+
+/// A node's keys, bytes and damaged records (STATS on every shard).
+fn node_stats(cluster: &Cluster, i: usize) -> Result<monofs_net::client::NodeStats, String> {
+    cluster.client(i).and_then(|c| c.stats()).map_err(|e| e.to_string())
 }

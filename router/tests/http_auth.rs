@@ -27,6 +27,7 @@ fn start(token: Option<AdminToken>) -> monofs_router::RouterHandle {
         health: Default::default(),
         nfs_limits: monofs_nfs::Limits::default(),
         router_id: "r1".into(),
+        repair: Default::default(),
     })
     .unwrap()
 }

@@ -86,6 +86,12 @@ def nodes():
     return u32(2) + b32(b"n1") + b32(b"127.0.0.1:7000") + b32(b"n2") + b32(b"127.0.0.1:7100")
 
 
+def owner_filter():
+    """Members n1..n3, rf 2, owned by n1, not by n3."""
+    ids = lambda xs: u32(len(xs)) + b"".join(b32(x) for x in xs)
+    return ids([b"n1", b"n2", b"n3"]) + struct.pack(">H", 2) + ids([b"n1"]) + ids([b"n3"])
+
+
 def proto_seeds():
     oid = bytes(range(20))
     tree_key = b"T" + oid
@@ -99,6 +105,11 @@ def proto_seeds():
         "ingest-gomod": b"\x10\x01\x01" + b32(b"golang.org/x/mod@v0.20.0") + b32(b"") + b32(b"") + struct.pack(">H", 1) + nodes(),
         "fetch-blob": b"\x11\x00" + b32(b"file:///srv/repo") + oid + u64(5 << 20) + u32(1) + u32(4) + struct.pack(">H", 2) + nodes(),
         "status": b"\x12",
+        "digest": b"\x06" + owner_filter(),
+        "digest-all": b"\x06" + u32(0) + struct.pack(">H", 1) + u32(0) + u32(0),
+        "list-keys": b"\x07" + owner_filter() + b"\x01" + struct.pack(">H", 4095) + b"\x00" + u32(4096),
+        "list-keys-after": b"\x07" + owner_filter() + b"\x00" + b"\x01" + b16(tree_key) + u32(100),
+        "stats": b"\x08",
         "ok": b"\x80",
         "data": b"\x81" + b32(b"some bytes"),
         "not-found": b"\x82",
@@ -107,6 +118,10 @@ def proto_seeds():
         "progress": b"\x90" + b32(b"storing") + u64(10) + u64(4096),
         "ingest-done": b"\x91" + b32(ns_record()),
         "wrong-shard": b"\xfe" + struct.pack(">H", 2),
+        # A DIGEST reply is 4096 buckets (64 KiB + 5 bytes), over the fuzzer's input size: no seed.
+        "keys": b"\x86" + u32(2) + b16(tree_key) + u64(300) + b16(chunk_key) + u64(1 << 20) + b"\x01" + b16(chunk_key),
+        "keys-last": b"\x86" + u32(0) + b"\x00",
+        "shard-stats": b"\x87" + u64(1000) + u64(5 << 30) + u64(2) + u64(6 << 30),
         "error": b"\xff" + b32(b"ref 'nope' not found"),
     }
 

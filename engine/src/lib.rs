@@ -40,6 +40,10 @@ use server::Shard;
 pub const IO_MEMORY: usize = 1 << 20;
 /// Submission queue depth of each executor's rings.
 pub const RING_DEPTH: usize = 128;
+/// How long a task may run before the executor polls for I/O (glommio's default
+/// is 100 ms): a long scan of the index (DIGEST, LIST_KEYS) yields at its next
+/// check after this, and a GET that arrived meanwhile is then read and served.
+pub const PREEMPT_TIMER: Duration = Duration::from_millis(5);
 /// Most shards per node (ports `addr.port() .. addr.port() + shards`).
 pub const MAX_SHARDS: usize = 256;
 /// How often an executor checks whether it was asked to stop.
@@ -210,6 +214,7 @@ fn run_shard(ctx: ShardCtx, ready: mpsc::Sender<(usize, Result<(), String>)>) ->
         .name(&format!("monofs-shard-{i}"))
         .io_memory(IO_MEMORY)
         .ring_depth(RING_DEPTH)
+        .preempt_timer(PREEMPT_TIMER)
         .make()
     {
         Ok(ex) => ex,

@@ -33,7 +33,8 @@
 //! (O_DIRECT through io_uring).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 use glommio::sync::Semaphore;
+use monofs_net::keyset::{bucket_of_hash, bucket_start, BucketDigest, Matcher, DIGEST_BUCKETS};
 use monofs_net::{MAX_FRAME, MAX_KEY};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
@@ -425,17 +427,96 @@ pub struct IndexEntry {
     pub offset: u64,
     pub value_len: u32,
     pub record_len: u32,
+    /// The record was found damaged (bad value blocks): still indexed so its good
+    /// blocks are served, but not counted as held, so a repair copies it back.
+    damaged: bool,
     sums: Sums,
 }
 
+/// Keys a digest or a listing examines between chances for other tasks (GETs)
+/// of the shard to run; the index is not borrowed across them.
+pub const KEYS_PER_YIELD: usize = 4096;
+/// Keys one LIST_KEYS page examines at most, matching or not: a page of a filter
+/// that few keys match ends early with a cursor instead of walking the shard.
+pub const MAX_LIST_SCAN: usize = 65536;
+
+/// Position in the index: keys are ordered by `xxh3_64(key)`, then by key bytes,
+/// so each digest bucket (a range of the hash) is one contiguous range.
+type Pos = (u64, Vec<u8>);
+
 /// The shard's key → record map, with the block tables it keeps (bounded).
 struct Index {
-    map: HashMap<Vec<u8>, IndexEntry>,
+    map: BTreeMap<Pos, IndexEntry>,
     table_bytes: usize,
     table_budget: usize,
+    /// Damaged entries and the value bytes of the undamaged ones.
+    damaged: u64,
+    held_bytes: u64,
 }
 
 impl Index {
+    fn new(table_budget: usize) -> Index {
+        Index { map: BTreeMap::new(), table_bytes: 0, table_budget, damaged: 0, held_bytes: 0 }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&IndexEntry> {
+        let h = xxh3_64(key);
+        // `Vec::new()` does not allocate: the lookup costs no allocation.
+        self.map.range((h, Vec::new())..).take_while(|((kh, _), _)| *kh == h).find(|((_, k), _)| k == key).map(|(_, e)| e)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Keys held (undamaged) and their value bytes.
+    fn held(&self) -> (u64, u64) {
+        (self.map.len() as u64 - self.damaged, self.held_bytes)
+    }
+
+    fn account(&mut self, e: &IndexEntry, sign: i64) {
+        if e.damaged {
+            self.damaged = self.damaged.wrapping_add_signed(sign);
+        } else {
+            self.held_bytes = self.held_bytes.wrapping_add_signed(sign * e.value_len as i64);
+        }
+    }
+
+    fn mark_damaged(&mut self, key: &[u8]) {
+        let h = xxh3_64(key);
+        let Some(e) = self.map.get_mut(&(h, key.to_vec())) else { return };
+        if !e.damaged {
+            e.damaged = true;
+            self.damaged += 1;
+            self.held_bytes -= e.value_len as u64;
+        }
+    }
+
+    /// Call `f` on the entries after `from` in index order, stopping before hash
+    /// `end` (exclusive; `None`: the end of the index), after `max` entries, or
+    /// when `f` returns false. Returns the position to resume after, or `None` if
+    /// the range is done.
+    fn visit(
+        &self,
+        from: &Bound<Pos>,
+        end: Option<u64>,
+        max: usize,
+        mut f: impl FnMut(u64, &[u8], &IndexEntry) -> bool,
+    ) -> Option<Pos> {
+        let mut n = 0;
+        for ((h, k), e) in self.map.range((from.clone(), Bound::Unbounded)) {
+            if end.is_some_and(|end| *h >= end) {
+                return None;
+            }
+            let go_on = f(*h, k, e);
+            n += 1;
+            if !go_on || n >= max {
+                return Some((*h, k.clone()));
+            }
+        }
+        None
+    }
+
     fn insert(&mut self, key: Vec<u8>, offset: u64, l: &Layout, sums: Vec<u64>) {
         let sums = match sums.len() {
             0 => Sums::One(0),
@@ -446,15 +527,19 @@ impl Index {
             }
             _ => Sums::OnDisk,
         };
-        let e = IndexEntry { offset, value_len: l.value_len as u32, record_len: l.record_len as u32, sums };
-        if let Some(old) = self.map.insert(key, e) {
+        let e =
+            IndexEntry { offset, value_len: l.value_len as u32, record_len: l.record_len as u32, damaged: false, sums };
+        self.account(&e, 1);
+        if let Some(old) = self.map.insert((xxh3_64(&key), key), e) {
             self.table_bytes -= old.sums.heap_bytes();
+            self.account(&old, -1);
         }
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if let Some(old) = self.map.remove(key) {
+        if let Some(old) = self.map.remove(&(xxh3_64(key), key.to_vec())) {
             self.table_bytes -= old.sums.heap_bytes();
+            self.account(&old, -1);
         }
     }
 }
@@ -634,6 +719,7 @@ fn settle(
             }
             Suspect::Blocks { off, l, sums, key, block } => {
                 index.insert(key.clone(), off, &l, sums);
+                index.mark_damaged(&key);
                 stats.records += 1;
                 let reason = format!("checksum mismatch in value block {block}");
                 Damage { offset: off, length: l.record_len, key: Some(key), key_verified: true, found: Found::BadBlocks, reason }
@@ -735,7 +821,7 @@ impl ShardLog {
             .await
             .map_err(|e| anyhow::anyhow!("stat {}: {e}", path.display()))?;
 
-        let mut index = Index { map: HashMap::new(), table_bytes: 0, table_budget };
+        let mut index = Index::new(table_budget);
         let mut damage = DamageList::default();
         let mut stats = OpenStats::default();
         let mut max_seq = 0u64;
@@ -803,11 +889,11 @@ impl ShardLog {
             }
         }
         let off = end;
-        stats.keys = index.map.len();
+        stats.keys = index.len();
         stats.log_bytes = off;
         stats.table_bytes = index.table_bytes;
         metrics.set_log_bytes(off);
-        metrics.set_keys(index.map.len() as u64);
+        metrics.set_keys(index.len() as u64);
         metrics.set_damaged(damage.total());
         Ok((
             ShardLog {
@@ -830,7 +916,76 @@ impl ShardLog {
     }
 
     pub fn stat(&self, key: &[u8]) -> Option<u64> {
-        self.index.borrow().map.get(key).map(|e| e.value_len as u64)
+        self.index.borrow().get(key).map(|e| e.value_len as u64)
+    }
+
+    /// Bytes of the log file (header, records, padding, kept damage).
+    pub fn log_bytes(&self) -> u64 {
+        self.append.get()
+    }
+
+    /// Keys held (damaged ones excluded) and their value bytes.
+    pub fn held(&self) -> (u64, u64) {
+        self.index.borrow().held()
+    }
+
+    /// DIGEST_BUCKETS digests of the held keys `m` matches. Answered from the
+    /// index alone; other tasks run every KEYS_PER_YIELD keys, and what it holds
+    /// meanwhile is the digest and one key.
+    pub async fn digest(&self, m: &Matcher<'_>) -> Vec<BucketDigest> {
+        let mut d = vec![BucketDigest::default(); DIGEST_BUCKETS];
+        let mut from = Bound::Unbounded;
+        loop {
+            let next = self.index.borrow().visit(&from, None, KEYS_PER_YIELD, |h, k, e| {
+                if !e.damaged && m.matches(k) {
+                    d[bucket_of_hash(h) as usize].add(h);
+                }
+                true
+            });
+            match next {
+                Some(p) => from = Bound::Excluded(p),
+                None => return d,
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    /// Up to `limit` held keys `m` matches, with their value sizes, in index order
+    /// after `after` (within `bucket` if given), and where the next page starts.
+    /// Examines at most MAX_LIST_SCAN keys.
+    pub async fn list(
+        &self,
+        m: &Matcher<'_>,
+        bucket: Option<u16>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> (Vec<(Vec<u8>, u64)>, Option<Vec<u8>>) {
+        let end = bucket.and_then(|b| (b as usize + 1 < DIGEST_BUCKETS).then(|| bucket_start(b + 1)));
+        // A cursor from outside the bucket cannot lead before it.
+        let after = after.map(|k| (xxh3_64(k), k)).filter(|(h, _)| bucket.is_none_or(|b| *h >= bucket_start(b)));
+        let mut from = match (after, bucket) {
+            (Some((h, k)), _) => Bound::Excluded((h, k.to_vec())),
+            (None, Some(b)) => Bound::Included((bucket_start(b), Vec::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut keys = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let step = KEYS_PER_YIELD.min(MAX_LIST_SCAN - scanned);
+            let next = self.index.borrow().visit(&from, end, step, |_, k, e| {
+                if !e.damaged && m.matches(k) {
+                    keys.push((k.to_vec(), e.value_len as u64));
+                }
+                keys.len() < limit
+            });
+            let Some(p) = next else { return (keys, None) };
+            scanned += step;
+            if keys.len() >= limit || scanned >= MAX_LIST_SCAN {
+                return (keys, Some(p.1));
+            }
+            from = Bound::Excluded(p);
+            glommio::yield_if_needed().await;
+        }
     }
 
     /// Group writes (one write + one fdatasync each) done since open.
@@ -988,7 +1143,7 @@ impl ShardLog {
             p.done.set(Some(Ok(p.bytes)));
         }
         self.metrics.set_log_bytes(start + total);
-        self.metrics.set_keys(index.map.len() as u64);
+        self.metrics.set_keys(index.len() as u64);
     }
 
     /// Return `value[offset..offset+len]` clamped to the value, reading only the
@@ -1005,9 +1160,10 @@ impl ShardLog {
     }
 
     fn note_read_damage(&self, key: &[u8], reason: &str) {
-        let Some((offset, length)) = self.index.borrow().map.get(key).map(|e| (e.offset, e.record_len as u64)) else {
+        let Some((offset, length)) = self.index.borrow().get(key).map(|e| (e.offset, e.record_len as u64)) else {
             return;
         };
+        self.index.borrow_mut().mark_damaged(key);
         let d = Damage {
             offset,
             length,
@@ -1051,7 +1207,7 @@ impl ShardLog {
     async fn read_value(&self, key: &[u8], offset: u64, len: u32) -> Result<Option<ReadResult>, GetError> {
         let (rec_off, l, from, to, cached) = {
             let index = self.index.borrow();
-            let Some(e) = index.map.get(key) else {
+            let Some(e) = index.get(key) else {
                 return Ok(None);
             };
             let vlen = e.value_len as u64;

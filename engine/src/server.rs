@@ -16,6 +16,7 @@ use monofs_net::auth::{
     AuthError, FrameKey, ServerHandshake, Session, CLIENT_HELLO_LEN, HANDSHAKE_TIMEOUT, MAC_LEN, PROOF_LEN,
 };
 use monofs_net::hrw::shard_of;
+use monofs_net::keyset::Matcher;
 use monofs_net::proto::{frame_len, op, Request, Response};
 use monofs_net::MAX_FRAME;
 
@@ -150,6 +151,21 @@ impl Shard {
                 }
             }
             Request::Damaged => Response::Data(self.log.damage_json(&self.node_id, self.index).to_string().into_bytes()),
+            Request::Digest(f) => match Matcher::new(&f) {
+                Ok(m) => Response::Digest(self.log.digest(&m).await),
+                Err(e) => Response::Error(e),
+            },
+            Request::ListKeys(l) => match Matcher::new(&l.filter) {
+                Ok(m) => {
+                    let (keys, next) = self.log.list(&m, l.bucket, l.after.as_deref(), l.limit as usize).await;
+                    Response::Keys { keys, next }
+                }
+                Err(e) => Response::Error(e),
+            },
+            Request::Stats => {
+                let (keys, bytes) = self.log.held();
+                Response::ShardStats { keys, bytes, damaged: self.log.damaged(), log_bytes: self.log.log_bytes() }
+            }
             Request::Ingest(_) | Request::FetchBlob(_) | Request::Status => {
                 Response::Error("this is a MonoFS storage node; INGEST, FETCH_BLOB and STATUS go to a fetcher".into())
             }

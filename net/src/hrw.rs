@@ -5,7 +5,32 @@
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 pub fn score(node_id: &str, placement_key: &[u8]) -> u64 {
-    xxh3_64_with_seed(placement_key, xxh3_64(node_id.as_bytes()))
+    xxh3_64_with_seed(placement_key, seed(node_id))
+}
+
+/// The seed of a node's scores: hash it once per node list, not once per key.
+pub fn seed(node_id: &str) -> u64 {
+    xxh3_64(node_id.as_bytes())
+}
+
+/// Whether `ids[i]` is among the `rf` owners of `placement_key` (as `owners`
+/// ranks them, ties broken by id), given `seeds[j] == seed(ids[j])`. Allocates nothing.
+pub fn is_owner(ids: &[&str], seeds: &[u64], placement_key: &[u8], rf: usize, i: usize) -> bool {
+    let mine = xxh3_64_with_seed(placement_key, seeds[i]);
+    let mut ahead = 0;
+    for (j, &s) in seeds.iter().enumerate() {
+        if j == i {
+            continue;
+        }
+        let theirs = xxh3_64_with_seed(placement_key, s);
+        if theirs > mine || (theirs == mine && ids[j] < ids[i]) {
+            ahead += 1;
+            if ahead >= rf.max(1) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Indices into `nodes` of the `rf` owners of `placement_key`, best first.
@@ -49,6 +74,21 @@ mod tests {
             let after = less[owners(&less, &key, 1)[0]];
             if before != "n3" {
                 assert_eq!(before, after);
+            }
+        }
+    }
+
+    #[test]
+    fn is_owner_agrees_with_owners() {
+        let ids = ["n1", "n2", "n3", "n4", "n5"];
+        let seeds: Vec<u64> = ids.iter().map(|i| seed(i)).collect();
+        for rf in 1..=6 {
+            for k in 0..300u32 {
+                let key = k.to_be_bytes();
+                let own = owners(&ids, &key, rf);
+                for i in 0..ids.len() {
+                    assert_eq!(is_owner(&ids, &seeds, &key, rf, i), own.contains(&i), "rf {rf} key {k} node {i}");
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod proto;
 pub mod hrw;
 pub mod keys;
+pub mod keyset;
 pub mod dir;
 pub mod ns;
 pub mod client;

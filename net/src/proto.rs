@@ -2,6 +2,7 @@
 //! wire is `u32 body_len` followed by the body; these functions deal in bodies.
 
 use crate::codec::{check_len, DecodeError, EncodeError, Reader, Writer};
+use crate::keyset::{BucketDigest, OwnerFilter, DIGEST_BUCKETS};
 use crate::{MAX_BATCH_ITEMS, MAX_FRAME, MAX_KEY};
 
 pub mod op {
@@ -13,11 +14,17 @@ pub mod op {
     pub const FETCH_BLOB: u8 = 0x11;
     pub const STATUS: u8 = 0x12;
     pub const DAMAGED: u8 = 0x05;
+    pub const DIGEST: u8 = 0x06;
+    pub const LIST_KEYS: u8 = 0x07;
+    pub const STATS: u8 = 0x08;
     pub const OK: u8 = 0x80;
     pub const DATA: u8 = 0x81;
     pub const NOT_FOUND: u8 = 0x82;
     pub const SIZE: u8 = 0x83;
     pub const HELLO_OK: u8 = 0x84;
+    pub const DIGEST_OK: u8 = 0x85;
+    pub const KEYS: u8 = 0x86;
+    pub const SHARD_STATS: u8 = 0x87;
     pub const PROGRESS: u8 = 0x90;
     pub const INGEST_DONE: u8 = 0x91;
     pub const WRONG_SHARD: u8 = 0xFE;
@@ -26,8 +33,12 @@ pub mod op {
 
 /// Longest string field (URLs, paths, error messages).
 pub const MAX_STRING: usize = 64 << 10;
-/// Most nodes named in one INGEST.
+/// Most nodes named in one INGEST, and most ids in each list of an owner filter.
 pub const MAX_NODES: usize = 1024;
+/// Most keys in one LIST_KEYS reply (a page).
+pub const MAX_LIST_KEYS: usize = 4096;
+// A full page of the longest keys fits one frame.
+const _: () = assert!(1 + 4 + MAX_LIST_KEYS * (2 + MAX_KEY + 8) + 1 + 2 + MAX_KEY <= MAX_FRAME);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeAddr {
@@ -82,6 +93,23 @@ pub enum Request {
     /// A node shard's list of damaged log extents and keys, answered as DATA
     /// holding JSON (bounded: a count plus at most 1000 entries).
     Damaged,
+    /// `DIGEST_BUCKETS` digests of a shard's keys that match the filter.
+    Digest(OwnerFilter),
+    /// A page of a shard's matching keys with their value sizes.
+    ListKeys(ListKeysRequest),
+    /// A shard's totals.
+    Stats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListKeysRequest {
+    pub filter: OwnerFilter,
+    /// Only keys of this digest bucket; `None`: every bucket.
+    pub bucket: Option<u16>,
+    /// Resume after this key (the `next` of the previous page); `None`: from the start.
+    pub after: Option<Vec<u8>>,
+    /// Most keys in the reply, 1 ..= MAX_LIST_KEYS.
+    pub limit: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +136,13 @@ pub enum Response {
     IngestDone(Vec<u8>),
     WrongShard(u16),
     Error(String),
+    /// Exactly `DIGEST_BUCKETS` buckets.
+    Digest(Vec<BucketDigest>),
+    /// A page of keys in the shard's order; `next` is where the following page
+    /// starts (pass it as `after`), `None` when the listing is complete. A page may
+    /// be empty and still have a `next`: the shard bounds the keys it examines.
+    Keys { keys: Vec<(Vec<u8>, u64)>, next: Option<Vec<u8>> },
+    ShardStats { keys: u64, bytes: u64, damaged: u64, log_bytes: u64 },
 }
 
 fn key(r: &mut Reader) -> Result<Vec<u8>, DecodeError> {
@@ -165,6 +200,23 @@ impl Request {
             Request::Damaged => {
                 w.u8(op::DAMAGED);
             }
+            Request::Digest(f) => {
+                w.u8(op::DIGEST);
+                encode_filter(&mut w, f);
+            }
+            Request::ListKeys(l) => {
+                w.u8(op::LIST_KEYS);
+                encode_filter(&mut w, &l.filter);
+                match l.bucket {
+                    Some(b) => w.u8(1).u16(b),
+                    None => w.u8(0),
+                };
+                encode_opt_key(&mut w, l.after.as_deref());
+                w.u32(l.limit);
+            }
+            Request::Stats => {
+                w.u8(op::STATS);
+            }
         }
     }
 
@@ -213,6 +265,25 @@ impl Request {
             }),
             op::STATUS => Request::Status,
             op::DAMAGED => Request::Damaged,
+            op::DIGEST => Request::Digest(decode_filter(&mut r)?),
+            op::LIST_KEYS => {
+                let filter = decode_filter(&mut r)?;
+                let bucket = match r.u8()? {
+                    0 => None,
+                    1 => match r.u16()? {
+                        b if (b as usize) < DIGEST_BUCKETS => Some(b),
+                        b => return Err(DecodeError::BadValue(b as u32)),
+                    },
+                    other => return Err(DecodeError::BadValue(other as u32)),
+                };
+                let after = decode_opt_key(&mut r)?;
+                let limit = r.u32()?;
+                if limit == 0 || limit as usize > MAX_LIST_KEYS {
+                    return Err(DecodeError::BadValue(limit));
+                }
+                Request::ListKeys(ListKeysRequest { filter, bucket, after, limit })
+            }
+            op::STATS => Request::Stats,
             other => return Err(DecodeError::UnknownOp(other)),
         };
         r.finish()?;
@@ -224,6 +295,50 @@ fn source_kind(b: u8) -> Result<SourceKind, DecodeError> {
     match b {
         0 => Ok(SourceKind::Git),
         1 => Ok(SourceKind::GoModule),
+        other => Err(DecodeError::BadValue(other as u32)),
+    }
+}
+
+fn encode_ids(w: &mut Writer, ids: &[String]) {
+    assert!(ids.len() <= MAX_NODES);
+    w.u32(ids.len() as u32);
+    for id in ids {
+        w.string(id);
+    }
+}
+
+fn decode_ids(r: &mut Reader) -> Result<Vec<String>, DecodeError> {
+    let n = r.u32()? as usize;
+    if n > MAX_NODES {
+        return Err(DecodeError::TooLong { len: n, max: MAX_NODES });
+    }
+    (0..n).map(|_| r.string(MAX_STRING)).collect()
+}
+
+/// `u32 n, n × string member, u16 rf, u32 n, n × string include, u32 n, n × string exclude`.
+fn encode_filter(w: &mut Writer, f: &OwnerFilter) {
+    encode_ids(w, &f.members);
+    w.u16(f.rf);
+    encode_ids(w, &f.include);
+    encode_ids(w, &f.exclude);
+}
+
+fn decode_filter(r: &mut Reader) -> Result<OwnerFilter, DecodeError> {
+    Ok(OwnerFilter { members: decode_ids(r)?, rf: r.u16()?, include: decode_ids(r)?, exclude: decode_ids(r)? })
+}
+
+/// `u8 0`, or `u8 1, bytes16 key`.
+fn encode_opt_key(w: &mut Writer, k: Option<&[u8]>) {
+    match k {
+        Some(k) => w.u8(1).bytes16(k),
+        None => w.u8(0),
+    };
+}
+
+fn decode_opt_key(r: &mut Reader) -> Result<Option<Vec<u8>>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(key(r)?)),
         other => Err(DecodeError::BadValue(other as u32)),
     }
 }
@@ -279,6 +394,24 @@ impl Response {
             Response::Error(m) => {
                 w.u8(op::ERROR).string(m);
             }
+            Response::Digest(d) => {
+                assert_eq!(d.len(), DIGEST_BUCKETS);
+                w.u8(op::DIGEST_OK).u32(d.len() as u32);
+                for b in d {
+                    w.u64(b.count).u64(b.hash);
+                }
+            }
+            Response::Keys { keys, next } => {
+                assert!(keys.len() <= MAX_LIST_KEYS);
+                w.u8(op::KEYS).u32(keys.len() as u32);
+                for (k, size) in keys {
+                    w.bytes16(k).u64(*size);
+                }
+                encode_opt_key(&mut w, next.as_deref());
+            }
+            Response::ShardStats { keys, bytes, damaged, log_bytes } => {
+                w.u8(op::SHARD_STATS).u64(*keys).u64(*bytes).u64(*damaged).u64(*log_bytes);
+            }
         }
     }
 
@@ -302,6 +435,31 @@ impl Response {
             op::INGEST_DONE => Response::IngestDone(r.bytes32(MAX_FRAME)?.to_vec()),
             op::WRONG_SHARD => Response::WrongShard(r.u16()?),
             op::ERROR => Response::Error(r.string(MAX_STRING)?),
+            op::DIGEST_OK => {
+                let n = r.u32()? as usize;
+                if n != DIGEST_BUCKETS {
+                    return Err(DecodeError::BadValue(n as u32));
+                }
+                let d = (0..n).map(|_| Ok(BucketDigest { count: r.u64()?, hash: r.u64()? }));
+                Response::Digest(d.collect::<Result<_, DecodeError>>()?)
+            }
+            op::KEYS => {
+                let n = r.u32()? as usize;
+                if n > MAX_LIST_KEYS {
+                    return Err(DecodeError::TooLong { len: n, max: MAX_LIST_KEYS });
+                }
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push((key(&mut r)?, r.u64()?));
+                }
+                Response::Keys { keys, next: decode_opt_key(&mut r)? }
+            }
+            op::SHARD_STATS => Response::ShardStats {
+                keys: r.u64()?,
+                bytes: r.u64()?,
+                damaged: r.u64()?,
+                log_bytes: r.u64()?,
+            },
             other => return Err(DecodeError::UnknownOp(other)),
         };
         r.finish()?;
@@ -389,6 +547,61 @@ mod tests {
         rt_resp(Response::IngestDone(vec![9]));
         rt_resp(Response::WrongShard(3));
         rt_resp(Response::Error("bad".into()));
+    }
+
+    fn filter() -> OwnerFilter {
+        OwnerFilter {
+            members: vec!["n1".into(), "n2".into(), "n3".into()],
+            rf: 2,
+            include: vec!["n2".into()],
+            exclude: vec!["n3".into()],
+        }
+    }
+
+    #[test]
+    fn anti_entropy_round_trips() {
+        rt_req(Request::Digest(filter()));
+        rt_req(Request::Digest(OwnerFilter::all()));
+        rt_req(Request::Stats);
+        rt_req(Request::ListKeys(ListKeysRequest { filter: filter(), bucket: Some(4095), after: None, limit: 1 }));
+        rt_req(Request::ListKeys(ListKeysRequest {
+            filter: OwnerFilter::all(),
+            bucket: None,
+            after: Some(b"Tkey".to_vec()),
+            limit: MAX_LIST_KEYS as u32,
+        }));
+        let mut d = vec![BucketDigest::default(); DIGEST_BUCKETS];
+        d[7] = BucketDigest { count: 3, hash: 0xdead_beef };
+        rt_resp(Response::Digest(d));
+        rt_resp(Response::Keys { keys: vec![(b"Ta".to_vec(), 5), (b"Bb".to_vec(), 0)], next: Some(b"Bb".to_vec()) });
+        rt_resp(Response::Keys { keys: vec![], next: None });
+        rt_resp(Response::ShardStats { keys: 1, bytes: 2, damaged: 3, log_bytes: 4 });
+        // A full page of the longest keys is within a frame.
+        let keys = (0..MAX_LIST_KEYS).map(|i| (vec![i as u8; MAX_KEY], u64::MAX)).collect();
+        let mut b = Vec::new();
+        Response::Keys { keys, next: Some(vec![0; MAX_KEY]) }.encode(&mut b);
+        assert!(frame(&b).is_ok());
+    }
+
+    #[test]
+    fn rejects_hostile_anti_entropy_input() {
+        let list = |bucket: Option<u16>, limit: u32| {
+            let mut b = Vec::new();
+            Request::ListKeys(ListKeysRequest { filter: OwnerFilter::all(), bucket, after: None, limit }).encode(&mut b);
+            Request::decode(&b)
+        };
+        assert!(list(Some(4095), 10).is_ok());
+        assert!(list(Some(DIGEST_BUCKETS as u16), 10).is_err());
+        assert!(list(None, 0).is_err());
+        assert!(list(None, MAX_LIST_KEYS as u32 + 1).is_err());
+        // More members than MAX_NODES is refused before allocating.
+        assert!(Request::decode(&[op::DIGEST, 0xff, 0xff, 0xff, 0xff]).is_err());
+        // A digest of the wrong number of buckets.
+        let mut b = vec![op::DIGEST_OK, 0, 0, 0, 1];
+        b.extend([0u8; 16]);
+        assert!(Response::decode(&b).is_err());
+        // A page claiming more keys than a page holds.
+        assert!(Response::decode(&[op::KEYS, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]

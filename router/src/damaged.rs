@@ -25,11 +25,6 @@ pub fn query(cluster: &Cluster) -> Vec<Value> {
         .collect()
 }
 
-/// Damaged extents and records node `i` reports over all its shards.
-pub fn node_total(cluster: &Cluster, i: usize) -> Result<u64, String> {
-    Ok(node(cluster, i)?.iter().map(|s| s["total"].as_u64().unwrap_or(0)).sum())
-}
-
 fn node(cluster: &Cluster, i: usize) -> Result<Vec<Value>, String> {
     let c = cluster.client(i).map_err(|e| e.to_string())?;
     (0..c.shards())

@@ -52,14 +52,14 @@ pub fn per_node<T: Send + 'static>(
 pub fn report(router: &Router) -> Value {
     let cluster = &router.cluster;
     let health = cluster.health();
-    let damaged = per_node(cluster, NODE_ANSWER_WAIT, crate::damaged::node_total);
+    let stats = per_node(cluster, NODE_ANSWER_WAIT, |c, i| c.client(i).and_then(|n| n.stats()).map_err(|e| e.to_string()));
     let nodes: Vec<Value> = health
         .iter()
-        .zip(damaged)
-        .map(|(h, d)| {
+        .zip(stats)
+        .map(|(h, st)| {
             let mut v = serde_json::to_value(h).unwrap_or(Value::Null);
-            match d {
-                Ok(total) => v["stats"] = json!({ "damaged": total }),
+            match st {
+                Ok(st) => v["stats"] = serde_json::to_value(st).unwrap_or(Value::Null),
                 Err(e) => v["stats_error"] = json!(e),
             }
             v

@@ -125,7 +125,13 @@ fn serve(s: TcpStream, st: Arc<Mutex<NodeState>>, id: &str, digest_only: bool) {
                 Some(Stored::Digest(l, _)) => Response::Size(*l),
                 None => Response::NotFound,
             },
-            Request::Ingest(_) | Request::FetchBlob(_) | Request::Status | Request::Damaged => {
+            Request::Ingest(_)
+            | Request::FetchBlob(_)
+            | Request::Status
+            | Request::Damaged
+            | Request::Digest(_)
+            | Request::ListKeys(_)
+            | Request::Stats => {
                 Response::Error("not a fetcher".into())
             }
         };

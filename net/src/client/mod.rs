@@ -14,6 +14,7 @@ pub use cluster::Cluster;
 pub use conn::Conn;
 pub use health::{NodeHealth, BACKOFF_MAX, BACKOFF_MIN, MAX_ERROR_LEN};
 pub use node::{is_timeout, NodeClient, NodeCounters};
+pub use crate::keyset::{BucketDigest, NodeStats, OwnerFilter, DIGEST_BUCKETS};
 
 use crate::auth::{AuthError, FailureLog};
 use crate::codec::{DecodeError, EncodeError};
@@ -29,6 +30,8 @@ pub const GET_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A node's answer to PUT_BATCH, which waits for fdatasync.
 pub const PUT_BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A node's answer to DIGEST and LIST_KEYS, which walk a shard's keys.
+pub const SCAN_TIMEOUT: Duration = Duration::from_secs(30);
 /// HELLO of a health probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per shard.
@@ -38,6 +41,7 @@ pub const MAX_IDLE_PER_SHARD: usize = 16;
 pub fn op_timeout(req: &Request) -> Duration {
     match req {
         Request::PutBatch(_) => PUT_BATCH_TIMEOUT,
+        Request::Digest(_) | Request::ListKeys(_) => SCAN_TIMEOUT,
         _ => GET_TIMEOUT,
     }
 }

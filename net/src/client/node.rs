@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use super::{op_timeout, Conn, Items, NetError, HELLO_TIMEOUT, MAX_IDLE_PER_SHARD};
+use super::{BucketDigest, NodeStats, OwnerFilter, DIGEST_BUCKETS};
 use crate::auth::FrameKey;
+use crate::codec::check_len;
 use crate::hrw;
 use crate::key::ClusterKey;
-use crate::proto::{Request, Response};
+use crate::proto::{ListKeysRequest, Request, Response, MAX_LIST_KEYS};
 
 /// What went wrong talking to one node, counted since this process started.
 #[derive(Debug, Default)]
@@ -140,6 +142,99 @@ impl NodeClient {
             Response::NotFound => Ok(None),
             other => Err(NetError::Unexpected { addr: self.id.clone(), got: format!("{other:?}") }),
         }
+    }
+
+    fn unexpected(&self, got: &Response) -> NetError {
+        NetError::Unexpected { addr: self.id.clone(), got: format!("{got:?}").chars().take(80).collect() }
+    }
+
+    /// DIGEST_BUCKETS digests of the matching keys, combined over every shard (xor / sum).
+    pub fn digest(&self, f: &OwnerFilter) -> Result<Vec<BucketDigest>, NetError> {
+        let mut total = vec![BucketDigest::default(); DIGEST_BUCKETS];
+        let req = Request::Digest(f.clone());
+        for shard in 0..self.shards {
+            match self.call_shard(shard, &req)? {
+                Response::Digest(d) => total.iter_mut().zip(d).for_each(|(t, b)| t.merge(b)),
+                other => return Err(self.unexpected(&other)),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Every matching key of `bucket` with its value size, over every shard (paged:
+    /// at most MAX_LIST_KEYS keys per reply).
+    pub fn list_keys(&self, f: &OwnerFilter, bucket: u16) -> Result<Vec<(Vec<u8>, u64)>, NetError> {
+        check_len("digest bucket", bucket as usize, DIGEST_BUCKETS - 1)
+            .map_err(|source| NetError::Encode { addr: self.id.clone(), source })?;
+        let mut out = Vec::new();
+        for shard in 0..self.shards {
+            self.list_shard(shard, f, Some(bucket), &mut |k, n| {
+                out.push((k.to_vec(), n));
+                true
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Every matching key of the node, streamed page by page to `each`; `each`
+    /// returns false to stop.
+    pub fn scan_keys(&self, f: &OwnerFilter, each: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<(), NetError> {
+        for shard in 0..self.shards {
+            if !self.list_shard(shard, f, None, each)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Page through one shard's listing; false if `each` stopped it.
+    fn list_shard(
+        &self,
+        shard: u16,
+        f: &OwnerFilter,
+        bucket: Option<u16>,
+        each: &mut dyn FnMut(&[u8], u64) -> bool,
+    ) -> Result<bool, NetError> {
+        let mut req = ListKeysRequest { filter: f.clone(), bucket, after: None, limit: MAX_LIST_KEYS as u32 };
+        loop {
+            let (keys, next) = match self.call_shard(shard, &Request::ListKeys(req.clone()))? {
+                Response::Keys { keys, next } => (keys, next),
+                other => return Err(self.unexpected(&other)),
+            };
+            for (k, n) in &keys {
+                if !each(k, *n) {
+                    return Ok(false);
+                }
+            }
+            match next {
+                // A shard that does not move on would page forever.
+                Some(n) if req.after.as_ref() == Some(&n) => {
+                    return Err(NetError::Remote {
+                        addr: self.id.clone(),
+                        message: format!("shard {shard} repeated its listing cursor"),
+                    })
+                }
+                Some(n) => req.after = Some(n),
+                None => return Ok(true),
+            }
+        }
+    }
+
+    /// Keys, live value bytes, damaged keys, log file bytes; summed over shards.
+    pub fn stats(&self) -> Result<NodeStats, NetError> {
+        let mut t = NodeStats { shards: self.shards, ..NodeStats::default() };
+        for shard in 0..self.shards {
+            match self.call_shard(shard, &Request::Stats)? {
+                Response::ShardStats { keys, bytes, damaged, log_bytes } => {
+                    t.keys += keys;
+                    t.bytes += bytes;
+                    t.damaged += damaged;
+                    t.log_bytes += log_bytes;
+                }
+                other => return Err(self.unexpected(&other)),
+            }
+        }
+        Ok(t)
     }
 
     /// Store items durably; items are grouped per shard, one batch per shard.

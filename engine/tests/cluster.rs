@@ -205,6 +205,7 @@ fn write_with_a_node_down_lands_on_rf_nodes() {
         assert_eq!(ca.get(k, 0, u32::MAX).unwrap().as_ref(), Some(v));
         assert_eq!(cb.get(k, 0, u32::MAX).unwrap().as_ref(), Some(v));
         assert_eq!(cluster.get(k, 0, u32::MAX).unwrap().as_ref(), Some(v));
+        assert_eq!(cluster.stat(k).unwrap(), Some(v.len() as u64), "an owner that answers decides");
     }
     assert!(!cluster.health()[2].healthy);
     nb.shutdown().unwrap();

@@ -277,12 +277,11 @@ pub(crate) fn gix_oid(oid: &Oid) -> gix::ObjectId {
     gix::ObjectId::from_bytes_or_panic(oid)
 }
 
-/// Is `key` on the first of its owners? (Only the first is asked: a record is
-/// written to all owners in one PUT_BATCH round, and re-replication after a
-/// node change is not the fetcher's business.)
+/// Is `key` on the first of its owners that answers? (One owner is asked while
+/// it answers: a record is written to all owners in one PUT_BATCH round, and
+/// re-replication after a node change is not the fetcher's business.)
 pub(crate) fn present(cluster: &Cluster, key: &[u8]) -> Result<bool, NetError> {
-    let owner = cluster.owners(key)[0];
-    Ok(cluster.client(owner)?.stat(key)?.is_some())
+    Ok(cluster.stat(key)?.is_some())
 }
 
 /// Most presence checks (STAT) in flight at once from one ingest.

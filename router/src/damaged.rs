@@ -25,7 +25,6 @@ pub fn query(cluster: &Cluster) -> Vec<Value> {
         .collect()
 }
 
-
 fn node(cluster: &Cluster, i: usize) -> Result<Vec<Value>, String> {
     let c = cluster.client(i).map_err(|e| e.to_string())?;
     (0..c.shards())

@@ -52,14 +52,14 @@ pub fn per_node<T: Send + 'static>(
 pub fn report(router: &Router) -> Value {
     let cluster = &router.cluster;
     let health = cluster.health();
-    let stats = per_node(cluster, NODE_ANSWER_WAIT, node_stats);
+    let stats = per_node(cluster, NODE_ANSWER_WAIT, |c, i| c.client(i).and_then(|n| n.stats()).map_err(|e| e.to_string()));
     let nodes: Vec<Value> = health
         .iter()
         .zip(stats)
-        .map(|(h, d)| {
+        .map(|(h, st)| {
             let mut v = serde_json::to_value(h).unwrap_or(Value::Null);
-            match d {
-                Ok(s) => v["stats"] = serde_json::to_value(s).unwrap_or(Value::Null),
+            match st {
+                Ok(st) => v["stats"] = serde_json::to_value(st).unwrap_or(Value::Null),
                 Err(e) => v["stats_error"] = json!(e),
             }
             v
@@ -87,9 +87,4 @@ pub fn report(router: &Router) -> Value {
         "routers": router.routers(),
         "repair": router.repair_status(),
     })
-}
-
-/// A node's keys, bytes and damaged records (STATS on every shard).
-fn node_stats(cluster: &Cluster, i: usize) -> Result<monofs_net::client::NodeStats, String> {
-    cluster.client(i).and_then(|c| c.stats()).map_err(|e| e.to_string())
 }

@@ -50,6 +50,7 @@ fn status(at: SocketAddr) -> (Value, Duration) {
 #[test]
 fn status_shows_every_node_and_does_not_wait_for_a_silent_one() {
     let (node, a) = start_node();
+    monofs_net::client::NodeClient::connect("a", &a, &key()).unwrap().put_batch(vec![(b"Bx".to_vec(), vec![1; 10])]).unwrap();
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -97,7 +98,9 @@ fn status_shows_every_node_and_does_not_wait_for_a_silent_one() {
     assert_eq!((v["cluster"]["nodes"].as_u64(), v["cluster"]["healthy"].as_u64()), (Some(3), Some(1)));
     let n = v["nodes"].as_array().unwrap();
     assert_eq!((n[0]["id"].as_str(), n[0]["addr"].as_str()), (Some("a"), Some(a.as_str())));
-    assert_eq!(n[0]["stats"]["damaged"], 0, "{v}");
+    let st = &n[0]["stats"];
+    assert_eq!((st["keys"].as_u64(), st["bytes"].as_u64(), st["damaged"].as_u64(), st["shards"].as_u64()), (Some(1), Some(10), Some(0), Some(1)), "{v}");
+    assert!(st["log_bytes"].as_u64() > Some(0), "{v}");
     assert!(n[0]["latency_us"].is_u64() && n[0]["last_ok_ms_ago"].is_u64(), "{v}");
     assert_eq!(n[0]["consecutive_failures"], 0);
     assert_eq!(n[0]["excluded"], false);

@@ -15,33 +15,13 @@ e2e_step "test repository"
 e2e_repos_locked
 REAL_MF=$(e2e_manifest real)
 
-cat > "$E2E_TMP/catall.py" <<'PY'
-"""catall.py MANIFEST NS_PREFIX: `monofs cat` of every file, sha256 and size checked."""
-import hashlib, os, subprocess, sys
-MONOFS = os.environ["MONOFS_BIN"]
-ok = bad = 0
-for line in open(sys.argv[1], "rb"):
-    if line.startswith(b"#"):
-        continue
-    typ, size, sha, _oid, _target, path = line.rstrip(b"\n").split(b"\t", 5)
-    if typ not in (b"file", b"exec"):
-        continue
-    p = subprocess.run([MONOFS, "cat", sys.argv[2].encode() + b"/" + path], capture_output=True, timeout=300)
-    got = hashlib.sha256(p.stdout).hexdigest()
-    if p.returncode == 0 and got == sha.decode() and len(p.stdout) == int(size):
-        ok += 1
-    else:
-        bad += 1
-        print("FAIL: cat", path, p.returncode, len(p.stdout), p.stderr.decode(errors="replace").strip())
-print(f"cat: {ok} files verified, {bad} wrong")
-sys.exit(1 if bad or not ok else 0)
-PY
+CATALL="$MONOFS_ROOT/tests/lib/catall.py"
 
 DATA="$E2E_TMP/data"
 e2e_step "RF-2 cluster, eager ingest"
 e2e_up "$DATA" --nodes 2 --replication-factor 2
 e2e_ingest "$MONOFS_TEST_REPOS/real" --content eager >/dev/null
-e2e_check "before the damage: every file of real reads correctly" python3 "$E2E_TMP/catall.py" "$REAL_MF" /local/real
+e2e_check "before the damage: every file of real reads correctly" python3 "$CATALL" "$REAL_MF" /local/real
 rc=0; e2e_stop "$E2E_UP_PID" 20 || rc=$?
 e2e_check "stopped cleanly (status $rc)" test "$rc" = 0
 
@@ -84,7 +64,7 @@ e2e_check "no tail copied aside" test -z "$(ls "$DATA/nodes/n1" | grep cut- || t
 logged() { sed 's/\x1b\[[0-9;]*m//g' "$E2E_UP_LOG" | grep -q "$1"; }
 e2e_check "the node logs the damaged extent (offset $REC_OFF, length $REC_LEN)" \
     logged "damaged log extent.*offset=$REC_OFF length=$REC_LEN"
-e2e_check "after the damage: every file of real reads correctly" python3 "$E2E_TMP/catall.py" "$REAL_MF" /local/real
+e2e_check "after the damage: every file of real reads correctly" python3 "$CATALL" "$REAL_MF" /local/real
 
 "$MONOFS_BIN" admin damaged --json >"$E2E_TMP/damaged.json"
 cat "$E2E_TMP/damaged.json"

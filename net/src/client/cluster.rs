@@ -156,7 +156,7 @@ impl Cluster {
     /// Node indices holding `key`, best first: top-rf by HRW over the effective
     /// members (configured minus excluded).
     pub fn owners(&self, key: &[u8]) -> Vec<usize> {
-        self.snapshot().owners(&keys::placement(key), self.inner.replication)
+        self.snapshot().owners(keys::placement(key), self.inner.replication)
     }
 
     /// Where to look for `key`: its effective owners (healthy before unhealthy),
@@ -170,10 +170,10 @@ impl Cluster {
     fn read_order_in(&self, m: &Members, key: &[u8]) -> (Vec<usize>, usize) {
         let pkey = keys::placement(key);
         let now = Instant::now();
-        let mut order = m.owners(&pkey, self.inner.replication);
+        let mut order = m.owners(pkey, self.inner.replication);
         order.sort_by_key(|&i| !self.usable(m, i, now));
         let owners = order.len();
-        for i in m.ranked(&pkey) {
+        for i in m.ranked(pkey) {
             if !order[..owners].contains(&i) {
                 order.push(i);
             }
@@ -243,6 +243,21 @@ impl Cluster {
         }
     }
 
+    /// The size of `key` as the first of its effective owners that answers
+    /// knows it (usable owners first); an error only when no owner answered.
+    pub fn stat(&self, key: &[u8]) -> Result<Option<u64>, NetError> {
+        let m = self.snapshot();
+        let (order, owners) = self.read_order_in(&m, key);
+        let mut last_err = None;
+        for &i in &order[..owners] {
+            match self.on_node(&m, i, |c| c.stat(key)) {
+                Ok(size) => return Ok(size),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| NetError::Unavailable("no node is reachable".into())))
+    }
+
     /// Write each item to its effective owners. An owner that fails is replaced
     /// by the next node in the item's write order (`write_order`), until
     /// min(rf, configured nodes) distinct nodes acknowledged it durably; the
@@ -304,9 +319,9 @@ impl Cluster {
     /// usable nodes in HRW order, then the unusable owners and the rest (tried last).
     fn write_order(&self, m: &Members, key: &[u8], now: Instant) -> Vec<usize> {
         let pkey = keys::placement(key);
-        let owners = m.owners(&pkey, self.inner.replication);
+        let owners = m.owners(pkey, self.inner.replication);
         let mut order: Vec<usize> = owners.clone();
-        order.extend(m.ranked(&pkey).into_iter().filter(|i| !owners.contains(i)));
+        order.extend(m.ranked(pkey).into_iter().filter(|i| !owners.contains(i)));
         let good = |&i: &usize| self.usable(m, i, now) && !m.excluded.contains(&m.nodes[i].id);
         let (mut first, last): (Vec<usize>, Vec<usize>) = order.into_iter().partition(good);
         first.extend(last);

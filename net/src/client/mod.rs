@@ -30,6 +30,8 @@ pub const GET_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A node's answer to PUT_BATCH, which waits for fdatasync.
 pub const PUT_BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A node's answer to DIGEST and LIST_KEYS, which walk a shard's keys.
+pub const SCAN_TIMEOUT: Duration = Duration::from_secs(30);
 /// HELLO of a health probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per shard.
@@ -38,8 +40,8 @@ pub const MAX_IDLE_PER_SHARD: usize = 16;
 /// How long a node may take to answer `req`.
 pub fn op_timeout(req: &Request) -> Duration {
     match req {
-        // A digest or listing walks a shard's whole index.
-        Request::PutBatch(_) | Request::Digest(_) | Request::ListKeys(_) => PUT_BATCH_TIMEOUT,
+        Request::PutBatch(_) => PUT_BATCH_TIMEOUT,
+        Request::Digest(_) | Request::ListKeys(_) => SCAN_TIMEOUT,
         _ => GET_TIMEOUT,
     }
 }

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use super::{op_timeout, BucketDigest, Conn, Items, NetError, NodeStats, OwnerFilter, DIGEST_BUCKETS, HELLO_TIMEOUT, MAX_IDLE_PER_SHARD};
-use crate::codec::check_len;
+use super::{op_timeout, Conn, Items, NetError, HELLO_TIMEOUT, MAX_IDLE_PER_SHARD};
+use super::{BucketDigest, NodeStats, OwnerFilter, DIGEST_BUCKETS};
 use crate::auth::FrameKey;
+use crate::codec::check_len;
 use crate::hrw;
 use crate::key::ClusterKey;
 use crate::proto::{ListKeysRequest, Request, Response, MAX_LIST_KEYS};

@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -11,7 +12,7 @@ use monofs_fetcher::{start, FetcherConfig, FetcherHandle};
 use monofs_net::client::{Conn, NetError};
 use monofs_net::ns::NsEntry;
 use monofs_net::proto::{ContentMode, FetchBlobRequest, IngestRequest, NodeAddr, Request, Response, SourceKind};
-use monofs_net::{keys, oid_from_hex, Oid, CHUNK_SIZE};
+use monofs_net::{keys, oid_from_hex, oid_hex, Oid, CHUNK_SIZE};
 
 fn fetcher(cache: &Path, workers: usize, max_cache_bytes: u64) -> (FetcherHandle, String) {
     let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), cache.to_path_buf(), common::test_key());
@@ -436,5 +437,162 @@ fn bad_remotes_fail_within_bounds_and_store_nothing() {
     assert_eq!(err, format!("ref 'no-such-branch' not found in {}", repo.display()));
     assert_eq!(node.total_puts(), 0, "nothing stored");
     assert_eq!(status(&addr)["prefetch_queued"], 0);
+    h.shutdown();
+}
+
+/// Everything the fetcher logs in this test process, captured once.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt().with_ansi(false).with_writer(move || Capture(w.clone())).finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+        buf
+    })
+    .clone()
+}
+
+/// Trees of `rev` in `repo`, the root included.
+fn tree_count(repo: &Path, rev: &str) -> usize {
+    1 + git_str(repo, &["ls-tree", "-r", "-t", "-d", rev]).lines().count()
+}
+
+fn blob_at(repo: &Path, rev: &str, path: &str) -> (Oid, Vec<u8>) {
+    let hex = git_str(repo, &["rev-parse", &format!("{rev}:{path}")]);
+    (oid_from_hex(&hex).unwrap(), git(repo, &["cat-file", "blob", &hex]))
+}
+
+#[test]
+fn lazy_ingest_of_a_long_history_fetches_the_commit_and_its_trees_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = long_history_repo(tmp.path(), "long", 3000, 7, 50);
+    let url = format!("file://{}", repo.display());
+    let node = FakeNode::start("solo", false);
+    let cache = tmp.path().join("cache");
+    let (h, addr) = fetcher(&cache, 0, 1 << 30);
+    let e = ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
+    assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "main"]));
+
+    let trees = tree_count(&repo, "main");
+    assert_eq!(trees, 8);
+    let n = object_counts(&cache_repo(&cache));
+    assert_eq!(n.get("commit"), Some(&1), "one commit of 3000: {n:?}");
+    assert_eq!(n.get("tree"), Some(&trees), "{n:?}");
+    assert_eq!(n.get("blob"), None, "no blob: {n:?}");
+    assert_eq!(keys_of(&node, keys::TREE).len(), trees);
+    assert!(keys_of(&node, keys::BLOB).is_empty());
+
+    // A READ's FETCH_BLOB brings that one blob, by id.
+    let (oid, want) = blob_at(&repo, "main", "d3/f17.txt");
+    fetch_blob(&addr, &url, oid, want.len() as u64, 0, 1, vec![node.node_addr()]).unwrap();
+    assert_eq!(chunk(&node, &oid, 0).unwrap(), want);
+    let n = object_counts(&cache_repo(&cache));
+    assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&1)), "{n:?}");
+    assert_eq!(status(&addr)["misses"], 1);
+    h.shutdown();
+}
+
+#[test]
+fn prefetch_fetches_the_blobs_by_id_in_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = long_history_repo(tmp.path(), "long", 400, 4, 25);
+    let url = repo.display().to_string();
+    let node = FakeNode::start("solo", false);
+    let cache = tmp.path().join("cache");
+    let (h, addr) = fetcher(&cache, 2, 1 << 30);
+    ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
+    let s = wait_status(&addr, 30, "prefetch done", |s| s["prefetch_queued"] == 0 && s["repos"][0]["pending"] == 0);
+    assert_eq!(s["repos"][0]["done"], 100, "{s}");
+    assert_eq!(s["repos"][0]["failed"], 0, "{s}");
+    assert_all_blobs(&repo, &node);
+    let n = object_counts(&cache_repo(&cache));
+    assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&100)), "only the commit's blobs: {n:?}");
+    h.shutdown();
+}
+
+#[test]
+fn an_evicted_blob_is_fetched_again_by_id_after_the_ref_moved_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = long_history_repo(tmp.path(), "long", 300, 3, 10);
+    let url = format!("file://{}", repo.display());
+    let node = FakeNode::start("solo", false);
+    let cache = tmp.path().join("cache");
+    // 1 KB: every unused cache entry is evicted at once.
+    let (h, addr) = fetcher(&cache, 0, 1000);
+    ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
+    let (oid, want) = blob_at(&repo, "main", "d1/f4.txt");
+    // `main` is replaced by an unrelated commit: no ref reaches the blob any more.
+    git(&repo, &["update-ref", "-d", "refs/heads/main"]);
+    let mut s = Vec::new();
+    fast_import_commit(&mut s, COMMIT_TIME + 5000, false, &[("other.txt".into(), "moved on\n".into())]);
+    fast_import(&repo, &s);
+    assert_eq!(git_str(&repo, &["rev-list", "--count", "main"]), "1");
+    wait_status(&addr, 15, "repository evicted", |s| s["repos_cached"] == 0);
+
+    // Only a fetch by id finds it: every branch and tag of the remote lacks it.
+    fetch_blob(&addr, &url, oid, want.len() as u64, 0, 1, vec![node.node_addr()]).unwrap();
+    assert_eq!(chunk(&node, &oid, 0).unwrap(), want);
+    let s = status(&addr);
+    assert_eq!(s["misses"], 1, "{s}");
+    h.shutdown();
+}
+
+#[test]
+fn refresh_fetches_only_the_new_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = long_history_repo(tmp.path(), "long", 2000, 5, 20);
+    let url = repo.display().to_string();
+    let node = FakeNode::start("solo", false);
+    let cache = tmp.path().join("cache");
+    let (h, addr) = fetcher(&cache, 0, 1 << 30);
+    let first = ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
+    let trees = tree_count(&repo, "main");
+    let stored = keys_of(&node, keys::TREE).len();
+    assert_eq!(stored, trees);
+
+    let mut s = Vec::new();
+    fast_import_commit(&mut s, COMMIT_TIME + 9000, true, &[("d2/f7.txt".into(), "changed by the refresh\n".into())]);
+    fast_import(&repo, &s);
+    let second = ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
+    assert_ne!(first.commit, second.commit);
+    assert_eq!(oid_hex(&second.commit), git_str(&repo, &["rev-parse", "main"]));
+    let n = object_counts(&cache_repo(&cache));
+    // The new commit, its root and d2: nothing of the 2000 commits before.
+    assert_eq!(n.get("commit"), Some(&2), "{n:?}");
+    assert_eq!(n.get("tree"), Some(&(trees + 2)), "{n:?}");
+    assert_eq!(n.get("blob"), None, "{n:?}");
+    assert_eq!(keys_of(&node, keys::TREE).len(), stored + 2, "only the changed trees are stored");
+    h.shutdown();
+}
+
+#[test]
+fn a_remote_refusing_filters_gets_the_blobs_with_one_log_line() {
+    let logs = captured_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = long_history_repo(tmp.path(), "refuses", 500, 2, 10);
+    git(&repo, &["config", "uploadpack.allowFilter", "false"]);
+    let url = format!("file://{}", repo.display());
+    let node = FakeNode::start("solo", false);
+    let cache = tmp.path().join("cache");
+    let (h, addr) = fetcher(&cache, 0, 1 << 30);
+    let e = ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
+    assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "main"]));
+    let n = object_counts(&cache_repo(&cache));
+    assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&20)), "shallow still, with the blobs: {n:?}");
+    assert_eq!(keys_of(&node, keys::TREE).len(), 3);
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("refuses filtered fetches") && l.contains(&url)).collect();
+    assert_eq!(lines.len(), 1, "{text}");
     h.shutdown();
 }

@@ -86,7 +86,8 @@ pub enum IngestError {
 
 /// Namespace path for a URL: `https://github.com/org/repo(.git)` →
 /// `github.com/org/repo`; `git://host:port/a/b.git` → `host/a/b`;
-/// `file:///x/y/repo` or a local path `/x/y/repo` → `local/repo`; ssh-style
+/// `file:///x/y/repo` or a local path `/x/y/repo` → `local/repo-<8 hex digits of
+/// the hash of its canonical path>`, so two local `repo`s do not collide; ssh-style
 /// `git@host:org/repo` → `host/org/repo`. A non-empty `source_id` overrides the
 /// URL and is validated the same way: components non-empty, not `.`/`..`, of
 /// letters, digits and `. _ ~ + -` only.

@@ -339,6 +339,21 @@ mod tests {
     }
 
     #[test]
+    fn local_paths_through_symlinks_get_one_name() {
+        let tmp = std::env::temp_dir().join(format!("monofs-url-test-{}", std::process::id()));
+        let real = tmp.join("real/repo");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = tmp.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(tmp.join("real"), &link).unwrap();
+        let by_real = namespace_path(real.to_str().unwrap(), "").unwrap();
+        let by_link = namespace_path(&format!("file://{}/repo/.git", link.display()), "").unwrap();
+        assert_eq!(by_real, by_link);
+        assert!(by_real.starts_with("local/repo-"), "{by_real}");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
     fn local_sources_need_permission() {
         for u in ["/x/y/repo", "file:///x/y/repo", "FILE://localhost/x/repo", "./repo", "repo"] {
             let e = fetch_url(u, false).unwrap_err().to_string();

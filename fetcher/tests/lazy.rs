@@ -596,3 +596,49 @@ fn a_remote_refusing_filters_gets_the_blobs_with_one_log_line() {
     assert_eq!(lines.len(), 1, "{text}");
     h.shutdown();
 }
+
+#[test]
+fn a_remote_refusing_shallow_fetches_gets_the_full_history_with_one_log_line() {
+    let logs = captured_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = long_history_repo(tmp.path(), "dumb.git", 50, 2, 5);
+    // Dumb HTTP (static files) cannot serve a shallow fetch.
+    git(&repo, &["update-server-info"]);
+    let port = free_port();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        std::process::Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/dumb.git");
+    let node = FakeNode::start("solo", false);
+    let cache = tmp.path().join("cache");
+    let (h, addr) = fetcher(&cache, 0, 1 << 30);
+    let mut req = ingest_req(&url, ContentMode::Eager, vec![node.node_addr()]);
+    req.git_ref = "main".into();
+    let e = ingest_over(&addr, req).0.unwrap();
+    assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "main"]));
+    assert_all_blobs(&repo, &node);
+    let n = object_counts(&cache_repo(&cache));
+    assert_eq!(n.get("commit"), Some(&50), "the full history: {n:?}");
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let lines = text.lines().filter(|l| l.contains("refuses shallow fetches") && l.contains(&url)).count();
+    assert_eq!(lines, 1, "{text}");
+    h.shutdown();
+}

@@ -43,11 +43,11 @@ pub struct IngestArgs {
     cluster: env::ClusterArgs,
 }
 
-/// Writes a repository of `files` files with `git fast-import` (deterministic content).
-pub fn generate(dir: &Path, files: u64, per_dir: u64, size: usize) -> Result<()> {
+/// Makes the bare repository `dir` from the `git fast-import` stream `write`
+/// produces, unless `dir` was last made for the same `recipe`.
+fn fast_import(dir: &Path, recipe: &str, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let stamp = dir.join(".bench-stamp");
-    let want = format!("files={files} per_dir={per_dir} size={size} v1");
-    if std::fs::read_to_string(&stamp).unwrap_or_default() == want {
+    if std::fs::read_to_string(&stamp).unwrap_or_default() == recipe {
         return Ok(());
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -60,7 +60,20 @@ pub fn generate(dir: &Path, files: u64, per_dir: u64, size: usize) -> Result<()>
         .spawn()
         .context("git fast-import")?;
     {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, fi.stdin.take().unwrap());
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, fi.stdin.take().context("fast-import stdin")?);
+        write(&mut w)?;
+        w.flush()?;
+    }
+    if !fi.wait()?.success() {
+        bail!("git fast-import failed");
+    }
+    std::fs::write(&stamp, recipe)?;
+    Ok(())
+}
+
+/// Writes a repository of `files` files with `git fast-import` (deterministic content).
+pub fn generate(dir: &Path, files: u64, per_dir: u64, size: usize) -> Result<()> {
+    fast_import(dir, &format!("files={files} per_dir={per_dir} size={size} v1"), |w| {
         let mut body = String::new();
         for i in 0..files {
             body.clear();
@@ -80,36 +93,15 @@ pub fn generate(dir: &Path, files: u64, per_dir: u64, size: usize) -> Result<()>
             let d = i / per_dir.max(1);
             writeln!(w, "M 100644 :{} src/d{:03}/s{:02}/f{:06}.rs", i + 1, d / 10, d % 10, i)?;
         }
-        w.flush()?;
-    }
-    let st = fi.wait()?;
-    if !st.success() {
-        bail!("git fast-import failed");
-    }
-    std::fs::write(&stamp, want)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Writes a repository of `files` files under `per_dir`-file directories whose
 /// `main` has `commits` commits: the first adds every file, each later one
 /// changes one file (deterministic content, `git fast-import`).
 pub fn generate_history(dir: &Path, files: u64, per_dir: u64, commits: u64) -> Result<()> {
-    let stamp = dir.join(".bench-stamp");
-    let want = format!("files={files} per_dir={per_dir} commits={commits} v1");
-    if std::fs::read_to_string(&stamp).unwrap_or_default() == want {
-        return Ok(());
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    env::run_ok(Command::new("git").args(["init", "-q", "--bare", "-b", "main"]).arg(dir), "git init")?;
-    let mut fi = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["fast-import", "--quiet"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .context("git fast-import")?;
-    {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, fi.stdin.take().context("fast-import stdin")?);
+    fast_import(dir, &format!("files={files} per_dir={per_dir} commits={commits} v1"), |w| {
         let path = |i: u64| format!("src/d{:03}/f{:05}.rs", i / per_dir.max(1), i);
         for c in 0..commits.max(1) {
             let msg = format!("change {c}");
@@ -120,13 +112,8 @@ pub fn generate_history(dir: &Path, files: u64, per_dir: u64, commits: u64) -> R
                 write!(w, "M 100644 inline {}\ndata {}\n{body}\n", path(i), body.len())?;
             }
         }
-        w.flush()?;
-    }
-    if !fi.wait()?.success() {
-        bail!("git fast-import failed");
-    }
-    std::fs::write(&stamp, want)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Time a `git clone` of `url` with `args` into a fresh directory under `out`.

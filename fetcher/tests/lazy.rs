@@ -473,128 +473,141 @@ fn blob_at(repo: &Path, rev: &str, path: &str) -> (Oid, Vec<u8>) {
     (oid_from_hex(&hex).unwrap(), git(repo, &["cat-file", "blob", &hex]))
 }
 
+
+/// A fetcher on a fresh cache, one stand-in node, and a generated repository
+/// with a long history (`long_history_repo`).
+struct Long {
+    _tmp: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    url: String,
+    node: FakeNode,
+    cache: std::path::PathBuf,
+    h: FetcherHandle,
+    addr: String,
+}
+
+impl Long {
+    /// `file_url`: reach the repository as `file://…` rather than by its path.
+    fn new(name: &str, commits: usize, dirs: usize, per_dir: usize, file_url: bool, workers: usize, max_cache: u64) -> Long {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = long_history_repo(tmp.path(), name, commits, dirs, per_dir);
+        let url = if file_url { format!("file://{}", repo.display()) } else { repo.display().to_string() };
+        let node = FakeNode::start("solo", false);
+        let cache = tmp.path().join("cache");
+        let (h, addr) = fetcher(&cache, workers, max_cache);
+        Long { _tmp: tmp, repo, url, node, cache, h, addr }
+    }
+
+    fn ingest(&self, content: ContentMode) -> NsEntry {
+        ingest_over(&self.addr, ingest_req(&self.url, content, vec![self.node.node_addr()])).0.unwrap()
+    }
+
+    /// Objects of each type in the fetcher's one cache repository.
+    fn cached(&self) -> std::collections::HashMap<String, usize> {
+        object_counts(&cache_repo(&self.cache))
+    }
+}
+
 #[test]
 fn lazy_ingest_of_a_long_history_fetches_the_commit_and_its_trees_only() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = long_history_repo(tmp.path(), "long", 3000, 7, 50);
-    let url = format!("file://{}", repo.display());
-    let node = FakeNode::start("solo", false);
-    let cache = tmp.path().join("cache");
-    let (h, addr) = fetcher(&cache, 0, 1 << 30);
-    let e = ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
-    assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "main"]));
+    let t = Long::new("long", 3000, 7, 50, true, 0, 1 << 30);
+    let (repo, url, node, addr) = (&t.repo, &t.url, &t.node, &t.addr);
+    let e = t.ingest(ContentMode::Lazy);
+    assert_eq!(oid_hex(&e.commit), git_str(repo, &["rev-parse", "main"]));
 
-    let trees = tree_count(&repo, "main");
+    let trees = tree_count(repo, "main");
     assert_eq!(trees, 8);
-    let n = object_counts(&cache_repo(&cache));
+    let n = t.cached();
     assert_eq!(n.get("commit"), Some(&1), "one commit of 3000: {n:?}");
     assert_eq!(n.get("tree"), Some(&trees), "{n:?}");
     assert_eq!(n.get("blob"), None, "no blob: {n:?}");
-    assert_eq!(keys_of(&node, keys::TREE).len(), trees);
-    assert!(keys_of(&node, keys::BLOB).is_empty());
+    assert_eq!(keys_of(node, keys::TREE).len(), trees);
+    assert!(keys_of(node, keys::BLOB).is_empty());
 
     // A READ's FETCH_BLOB brings that one blob, by id.
-    let (oid, want) = blob_at(&repo, "main", "d3/f17.txt");
-    fetch_blob(&addr, &url, oid, want.len() as u64, 0, 1, vec![node.node_addr()]).unwrap();
-    assert_eq!(chunk(&node, &oid, 0).unwrap(), want);
-    let n = object_counts(&cache_repo(&cache));
+    let (oid, want) = blob_at(repo, "main", "d3/f17.txt");
+    fetch_blob(addr, url, oid, want.len() as u64, 0, 1, vec![node.node_addr()]).unwrap();
+    assert_eq!(chunk(node, &oid, 0).unwrap(), want);
+    let n = t.cached();
     assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&1)), "{n:?}");
-    assert_eq!(status(&addr)["misses"], 1);
-    h.shutdown();
+    assert_eq!(status(addr)["misses"], 1);
+    t.h.shutdown();
 }
 
 #[test]
 fn prefetch_fetches_the_blobs_by_id_in_batches() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = long_history_repo(tmp.path(), "long", 400, 4, 25);
-    let url = repo.display().to_string();
-    let node = FakeNode::start("solo", false);
-    let cache = tmp.path().join("cache");
-    let (h, addr) = fetcher(&cache, 2, 1 << 30);
-    ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
-    let s = wait_status(&addr, 30, "prefetch done", |s| s["prefetch_queued"] == 0 && s["repos"][0]["pending"] == 0);
+    let t = Long::new("long", 400, 4, 25, false, 2, 1 << 30);
+    t.ingest(ContentMode::Lazy);
+    let s = wait_status(&t.addr, 30, "prefetch done", |s| s["prefetch_queued"] == 0 && s["repos"][0]["pending"] == 0);
     assert_eq!(s["repos"][0]["done"], 100, "{s}");
     assert_eq!(s["repos"][0]["failed"], 0, "{s}");
-    assert_all_blobs(&repo, &node);
-    let n = object_counts(&cache_repo(&cache));
+    assert_all_blobs(&t.repo, &t.node);
+    let n = t.cached();
     assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&100)), "only the commit's blobs: {n:?}");
-    h.shutdown();
+    t.h.shutdown();
 }
 
 #[test]
 fn an_evicted_blob_is_fetched_again_by_id_after_the_ref_moved_on() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = long_history_repo(tmp.path(), "long", 300, 3, 10);
-    let url = format!("file://{}", repo.display());
-    let node = FakeNode::start("solo", false);
-    let cache = tmp.path().join("cache");
-    // 1 KB: every unused cache entry is evicted at once.
-    let (h, addr) = fetcher(&cache, 0, 1000);
-    ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
-    let (oid, want) = blob_at(&repo, "main", "d1/f4.txt");
+    // 1 KB of cache: every unused entry is evicted at once.
+    let t = Long::new("long", 300, 3, 10, true, 0, 1000);
+    let (repo, url, node, addr) = (&t.repo, &t.url, &t.node, &t.addr);
+    t.ingest(ContentMode::Lazy);
+    let (oid, want) = blob_at(repo, "main", "d1/f4.txt");
     // `main` is replaced by an unrelated commit: no ref reaches the blob any more.
-    git(&repo, &["update-ref", "-d", "refs/heads/main"]);
+    git(repo, &["update-ref", "-d", "refs/heads/main"]);
     let mut s = Vec::new();
     fast_import_commit(&mut s, COMMIT_TIME + 5000, false, &[("other.txt".into(), "moved on\n".into())]);
-    fast_import(&repo, &s);
-    assert_eq!(git_str(&repo, &["rev-list", "--count", "main"]), "1");
-    wait_status(&addr, 15, "repository evicted", |s| s["repos_cached"] == 0);
+    fast_import(repo, &s);
+    assert_eq!(git_str(repo, &["rev-list", "--count", "main"]), "1");
+    wait_status(addr, 15, "repository evicted", |s| s["repos_cached"] == 0);
 
     // Only a fetch by id finds it: every branch and tag of the remote lacks it.
-    fetch_blob(&addr, &url, oid, want.len() as u64, 0, 1, vec![node.node_addr()]).unwrap();
-    assert_eq!(chunk(&node, &oid, 0).unwrap(), want);
-    let s = status(&addr);
+    fetch_blob(addr, url, oid, want.len() as u64, 0, 1, vec![node.node_addr()]).unwrap();
+    assert_eq!(chunk(node, &oid, 0).unwrap(), want);
+    let s = status(addr);
     assert_eq!(s["misses"], 1, "{s}");
-    h.shutdown();
+    t.h.shutdown();
 }
 
 #[test]
 fn refresh_fetches_only_the_new_commit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = long_history_repo(tmp.path(), "long", 2000, 5, 20);
-    let url = repo.display().to_string();
-    let node = FakeNode::start("solo", false);
-    let cache = tmp.path().join("cache");
-    let (h, addr) = fetcher(&cache, 0, 1 << 30);
-    let first = ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
-    let trees = tree_count(&repo, "main");
-    let stored = keys_of(&node, keys::TREE).len();
+    let t = Long::new("long", 2000, 5, 20, false, 0, 1 << 30);
+    let (repo, node) = (&t.repo, &t.node);
+    let first = t.ingest(ContentMode::Lazy);
+    let trees = tree_count(repo, "main");
+    let stored = keys_of(node, keys::TREE).len();
     assert_eq!(stored, trees);
 
     let mut s = Vec::new();
     fast_import_commit(&mut s, COMMIT_TIME + 9000, true, &[("d2/f7.txt".into(), "changed by the refresh\n".into())]);
-    fast_import(&repo, &s);
-    let second = ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
+    fast_import(repo, &s);
+    let second = t.ingest(ContentMode::Lazy);
     assert_ne!(first.commit, second.commit);
-    assert_eq!(oid_hex(&second.commit), git_str(&repo, &["rev-parse", "main"]));
-    let n = object_counts(&cache_repo(&cache));
+    assert_eq!(oid_hex(&second.commit), git_str(repo, &["rev-parse", "main"]));
+    let n = t.cached();
     // The new commit, its root and d2: nothing of the 2000 commits before.
     assert_eq!(n.get("commit"), Some(&2), "{n:?}");
     assert_eq!(n.get("tree"), Some(&(trees + 2)), "{n:?}");
     assert_eq!(n.get("blob"), None, "{n:?}");
-    assert_eq!(keys_of(&node, keys::TREE).len(), stored + 2, "only the changed trees are stored");
-    h.shutdown();
+    assert_eq!(keys_of(node, keys::TREE).len(), stored + 2, "only the changed trees are stored");
+    t.h.shutdown();
 }
 
 #[test]
 fn a_remote_refusing_filters_gets_the_blobs_with_one_log_line() {
     let logs = captured_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = long_history_repo(tmp.path(), "refuses", 500, 2, 10);
-    git(&repo, &["config", "uploadpack.allowFilter", "false"]);
-    let url = format!("file://{}", repo.display());
-    let node = FakeNode::start("solo", false);
-    let cache = tmp.path().join("cache");
-    let (h, addr) = fetcher(&cache, 0, 1 << 30);
-    let e = ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, vec![node.node_addr()])).0.unwrap();
-    assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "main"]));
-    let n = object_counts(&cache_repo(&cache));
+    let t = Long::new("refuses", 500, 2, 10, true, 0, 1 << 30);
+    git(&t.repo, &["config", "uploadpack.allowFilter", "false"]);
+    let e = t.ingest(ContentMode::Lazy);
+    assert_eq!(oid_hex(&e.commit), git_str(&t.repo, &["rev-parse", "main"]));
+    let n = t.cached();
     assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&20)), "shallow still, with the blobs: {n:?}");
-    assert_eq!(keys_of(&node, keys::TREE).len(), 3);
+    assert_eq!(keys_of(&t.node, keys::TREE).len(), 3);
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("refuses filtered fetches") && l.contains(&url)).collect();
-    assert_eq!(lines.len(), 1, "{text}");
-    h.shutdown();
+    let lines = text.lines().filter(|l| l.contains("refuses filtered fetches") && l.contains(&t.url)).count();
+    assert_eq!(lines, 1, "{text}");
+    t.h.shutdown();
 }
 
 #[test]

@@ -403,7 +403,7 @@ pub const MAX_OIDS_PER_FETCH: usize = 1024;
 /// lines: the objects are named, nothing needs to be found in common. Protocol
 /// v2 upload-pack serves any object by id; an older one only with
 /// `uploadpack.allowAnySHA1InWant`, and refuses otherwise (see `by_id_refused`).
-pub(crate) fn fetch_objects(repo: &Path, url: &str, oids: &[String], timeout: Duration) -> Result<(), IngestError> {
+fn fetch_objects(repo: &Path, url: &str, oids: &[String], timeout: Duration) -> Result<(), IngestError> {
     let shown = redact(url);
     init_cache(repo, &shown)?;
     for group in oids.chunks(MAX_OIDS_PER_FETCH) {
@@ -423,7 +423,7 @@ pub(crate) fn fetch_objects(repo: &Path, url: &str, oids: &[String], timeout: Du
 }
 
 /// Did a fetch by id fail because the remote does not serve unadvertised objects?
-pub(crate) fn by_id_refused(e: &IngestError) -> bool {
+fn by_id_refused(e: &IngestError) -> bool {
     match e {
         IngestError::Fetch { message, .. } => {
             let lc = message.to_ascii_lowercase();
@@ -451,14 +451,20 @@ pub(crate) fn fetch_missing(
     if missing.is_empty() {
         return Ok(0);
     }
-    match fetch_objects(repo_path, url, &missing, timeout) {
+    fetch_by_id(repo_path, url, &missing, timeout)?;
+    Ok(missing.len())
+}
+
+/// `fetch_objects`, or, from a remote that refuses fetches by id, every branch
+/// and tag (logged).
+pub(crate) fn fetch_by_id(repo: &Path, url: &str, oids: &[String], timeout: Duration) -> Result<(), IngestError> {
+    match fetch_objects(repo, url, oids, timeout) {
         Err(e) if by_id_refused(&e) => {
             tracing::warn!(url = %redact(url), error = %e, "the remote refuses fetches by object id; fetching every branch and tag");
-            fetch_default_refs(repo_path, url, timeout)?;
+            fetch_default_refs(repo, url, timeout)
         }
-        r => r?,
+        r => r,
     }
-    Ok(missing.len())
 }
 
 /// Fetch every branch and tag of `url` into `repo` (under `refs/monofs/heads/`

@@ -9,7 +9,7 @@
 //!   directory record (and, for `ContentMode::Eager`, every blob) is
 //!   acknowledged. A lazy ingest then queues its blobs for background prefetch.
 //! - FETCH_BLOB, answered OK once the asked chunks of a blob are stored on its
-//!   owners (fetching the repository again if its cache was evicted).
+//!   owners (fetching the blob by id when the cache lacks it).
 //! - STATUS, answered with DATA holding a JSON object (see `service.rs`).
 
 mod cache;

@@ -382,18 +382,12 @@ impl Service {
                     Some(repo) => repo,
                     None => {
                         // By id, whether or not a ref of the remote still reaches it.
-                        let r = match git::fetch_objects(&repo_dir, &fetch_url, std::slice::from_ref(&hex), self.fetch_timeout) {
-                            Err(e) if git::by_id_refused(&e) => {
-                                tracing::warn!(url = %shown, error = %e, "the remote refuses fetches by object id; fetching every branch and tag");
-                                git::fetch_default_refs(&repo_dir, &fetch_url, self.fetch_timeout)
-                            }
-                            r => r,
-                        };
+                        let r = git::fetch_by_id(&repo_dir, &fetch_url, std::slice::from_ref(&hex), self.fetch_timeout);
                         self.cache.measure(&repo_dir);
-                        if let Err(e) = r {
-                            return Err(if git::by_id_refused(&e) { not_on_remote(&hex, &shown) } else { e });
-                        }
-                        self.find_blob(&repo_dir, req)?.ok_or_else(|| not_on_remote(&hex, &shown))?
+                        r?;
+                        self.find_blob(&repo_dir, req)?.ok_or_else(|| {
+                            IngestError::BadContent(format!("blob {hex} is not in {shown}: the remote does not have it any more"))
+                        })?
                     }
                 }
             }
@@ -548,10 +542,6 @@ impl Service {
         s.push_str("]}");
         s
     }
-}
-
-fn not_on_remote(hex: &str, shown: &str) -> IngestError {
-    IngestError::BadContent(format!("blob {hex} is not in {shown}: the remote does not have it any more"))
 }
 
 /// The local repository at `path`, opened to read blob sizes, and its own

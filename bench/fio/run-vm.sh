@@ -54,7 +54,7 @@ mkdir -p "$jobs"
 cp "$ROOT"/bench/fio/*.fio "$jobs/"
 
 e2e_up "$E2E_TMP/data" --nodes 2 --shards 1
-e2e_ingest "$repo" >&2
+e2e_ingest "$repo" --source-id "local/$name" >&2
 
 log="$out/vm.log"
 rc=0

@@ -84,10 +84,12 @@ impl MonoFs {
         c
     }
 
-    /// `monofs ingest PATH`; returns the wall-clock time it took.
+    /// `monofs ingest PATH` at `local/<its directory name>` (see `target`);
+    /// returns the wall-clock time it took.
     pub fn ingest(&self, bin: &Path, repo: &Path) -> Result<Duration> {
+        let name = repo.file_name().and_then(|n| n.to_str()).context("repository path has no UTF-8 name")?;
         let t = Instant::now();
-        env::run_ok(&mut self.ingest_command(bin, repo), "monofs ingest")?;
+        env::run_ok(self.ingest_command(bin, repo).args(["--source-id", &format!("local/{name}")]), "monofs ingest")?;
         Ok(t.elapsed())
     }
 

@@ -191,6 +191,8 @@ static TMP_REF_SEQ: AtomicU64 = AtomicU64::new(0);
 pub(crate) struct Fetched {
     pub repo: PathBuf,
     pub commit: String,
+    /// Fetched without blobs (the filter was honoured).
+    pub filtered: bool,
 }
 
 /// Make sure the bare cache repository exists.
@@ -217,13 +219,68 @@ pub(crate) fn init_cache(repo: &Path, what: &str) -> Result<(), IngestError> {
     Ok(())
 }
 
-/// Fetch `git_ref` (empty: HEAD) of `url` into the cache repo `repo` and pin it
-/// under `refs/monofs/<pin>`. Returns the commit it resolves to.
+/// How an ingest fetches its commit.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Shape {
+    /// `--depth 1`: the commit without its history.
+    pub shallow: bool,
+    /// `--filter=blob:none`: trees only; blobs come later by id.
+    pub filter: bool,
+    /// `--upload-pack` command for a local remote (see `LOCAL_UPLOAD_PACK`).
+    pub upload_pack: Option<&'static str>,
+}
+
+/// Upload-pack run for local remotes so they honour a blob filter: git runs it
+/// with the remote repository's own configuration, where `uploadpack.allowFilter`
+/// is off unless set, and does not pass the fetching command's `-c` settings on.
+pub(crate) const LOCAL_UPLOAD_PACK: &str = "git -c uploadpack.allowFilter=true upload-pack";
+
+/// The remote of a cache repository fetched with a filter (see `set_promisor`).
+const PROMISOR_REMOTE: &str = "monofs";
+
+/// Configure the remote that filtered fetches into `repo` go through, as a
+/// promisor: git then accepts packs without blobs, and `git cat-file` fetches
+/// a missing blob from it on its own. Only local remotes are fetched filtered,
+/// so no credential is written to the configuration.
+fn set_promisor(repo: &Path, url: &str, shown: &str) -> Result<(), IngestError> {
+    for (k, v) in [
+        ("url", url),
+        ("promisor", "true"),
+        ("partialclonefilter", "blob:none"),
+    ] {
+        let mut c = git(Some(repo));
+        c.args(["config", &format!("remote.{PROMISOR_REMOTE}.{k}"), v]);
+        let o = run(c, LOCAL_TIMEOUT, shown)?;
+        if !o.status.success() {
+            return Err(IngestError::Fetch {
+                url: shown.to_string(),
+                message: format!("cannot configure the cache repository: {}", first_error_line(&o.stderr)),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What git prints when the remote ignores `--filter` (and sends every blob).
+const FILTER_REFUSED: &str = "filtering not recognized by server";
+
+/// Did git fail because the remote cannot serve a shallow fetch (dumb HTTP,
+/// servers without the `shallow` capability)?
+fn shallow_refused(stderr_lc: &str) -> bool {
+    stderr_lc.contains("shallow") && (stderr_lc.contains("not support") || stderr_lc.contains("does not allow"))
+}
+
+/// Fetch `git_ref` (empty: HEAD) of `url` into the cache repo `repo`, as
+/// `shape` says, and pin it under `refs/monofs/<pin>`. Returns the commit it
+/// resolves to. A remote that refuses a shallow fetch gets the full history of
+/// the ref, one that ignores the filter sends the blobs; each is logged once
+/// per fetch.
 pub(crate) fn fetch(
     repo: &Path,
     url: &str,
     git_ref: &str,
     pin: &str,
+    shape: &Shape,
     timeout: Duration,
 ) -> Result<Fetched, IngestError> {
     let shown = redact(url);
@@ -236,9 +293,36 @@ pub(crate) fn fetch(
         TMP_REF_SEQ.fetch_add(1, Ordering::Relaxed)
     );
     let src = if git_ref.is_empty() { "HEAD" } else { git_ref };
-    let mut c = fetch_command(repo, url);
-    c.arg(format!("+{src}:{tmp}"));
-    let o = run(c, timeout, &shown)?;
+    // A filtered fetch makes the remote a promisor of the cache repository; git
+    // names a promisor after its remote, and a path cannot be such a name.
+    let from = if shape.filter {
+        set_promisor(repo, url, &shown)?;
+        PROMISOR_REMOTE
+    } else {
+        url
+    };
+    let attempt = |shallow: bool| {
+        let mut c = fetch_command(repo, from, shape.upload_pack, |c| {
+            if shallow {
+                c.arg("--depth=1");
+            }
+            if shape.filter {
+                c.arg("--filter=blob:none");
+            }
+        });
+        c.arg(format!("+{src}:{tmp}"));
+        run(c, timeout, &shown)
+    };
+    let mut o = attempt(shape.shallow)?;
+    if !o.status.success() && shape.shallow && shallow_refused(&o.stderr.to_ascii_lowercase()) {
+        tracing::warn!(url = %shown, reason = %first_error_line(&o.stderr), "the remote refuses shallow fetches; fetching the full history of the ref");
+        o = attempt(false)?;
+    }
+    let mut filtered = shape.filter;
+    if o.status.success() && shape.filter && o.stderr.contains(FILTER_REFUSED) {
+        tracing::warn!(url = %shown, "the remote refuses filtered fetches (uploadpack.allowFilter); the commit was fetched with its blobs");
+        filtered = false;
+    }
     if !o.status.success() {
         let msg = first_error_line(&o.stderr);
         let lc = o.stderr.to_ascii_lowercase();
@@ -288,6 +372,7 @@ pub(crate) fn fetch(
         Ok(Fetched {
             repo: repo.to_path_buf(),
             commit,
+            filtered,
         })
     })();
     let mut c = git(Some(repo));
@@ -298,28 +383,97 @@ pub(crate) fn fetch(
 
 /// `git fetch` of `url` into `repo`, refspecs to follow: no tags unless asked,
 /// no FETCH_HEAD (concurrent fetches would race on it), no submodules, and the
-/// URL never taken for an option.
-fn fetch_command(repo: &Path, url: &str) -> Command {
+/// URL never taken for an option. `options` adds options before the URL.
+fn fetch_command(repo: &Path, url: &str, upload_pack: Option<&str>, options: impl FnOnce(&mut Command)) -> Command {
     let mut c = git(Some(repo));
-    c.args([
-        "fetch",
-        "--no-tags",
-        "--quiet",
-        "--no-write-fetch-head",
-        "--no-recurse-submodules",
-        "--end-of-options",
-    ])
-    .arg(url);
+    c.args(["fetch", "--no-tags", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules"]);
+    if let Some(u) = upload_pack {
+        c.arg(format!("--upload-pack={u}"));
+    }
+    options(&mut c);
+    c.arg("--end-of-options").arg(url);
     c
 }
 
+/// Most object ids named in one `git fetch` (each is a command-line argument).
+pub const MAX_OIDS_PER_FETCH: usize = 1024;
+
+/// Fetch objects by id (hexadecimal) from `url` into `repo`, up to
+/// MAX_OIDS_PER_FETCH per `git fetch`. The noop negotiation sends no `have`
+/// lines: the objects are named, nothing needs to be found in common. Protocol
+/// v2 upload-pack serves any object by id; an older one only with
+/// `uploadpack.allowAnySHA1InWant`, and refuses otherwise (see `by_id_refused`).
+fn fetch_objects(repo: &Path, url: &str, oids: &[String], timeout: Duration) -> Result<(), IngestError> {
+    let shown = redact(url);
+    init_cache(repo, &shown)?;
+    for group in oids.chunks(MAX_OIDS_PER_FETCH) {
+        let mut c = git(Some(repo));
+        c.args(["-c", "fetch.negotiationAlgorithm=noop"]);
+        c.args(["fetch", "--no-tags", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules", "--end-of-options"]);
+        c.arg(url).args(group);
+        let o = run(c, timeout, &shown)?;
+        if !o.status.success() {
+            return Err(IngestError::Fetch {
+                url: shown,
+                message: format!("fetching {} objects by id: {}", group.len(), first_error_line(&o.stderr)),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Did a fetch by id fail because the remote does not serve unadvertised objects?
+fn by_id_refused(e: &IngestError) -> bool {
+    match e {
+        IngestError::Fetch { message, .. } => {
+            let lc = message.to_ascii_lowercase();
+            lc.contains("not our ref") || lc.contains("unadvertised object") || lc.contains("no such remote ref")
+        }
+        _ => false,
+    }
+}
+
+/// Fetch the blobs of `oids` that `repo` (opened at `repo_path`) lacks: by id,
+/// or, from a remote that refuses that, every branch and tag (logged). Returns
+/// how many were missing.
+pub(crate) fn fetch_missing(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    url: &str,
+    oids: &[monofs_net::Oid],
+    timeout: Duration,
+) -> Result<usize, IngestError> {
+    let missing: Vec<String> = oids
+        .iter()
+        .filter(|o| !repo.has_object(gix::ObjectId::from_bytes_or_panic(&o[..])))
+        .map(monofs_net::oid_hex)
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    fetch_by_id(repo_path, url, &missing, timeout)?;
+    Ok(missing.len())
+}
+
+/// `fetch_objects`, or, from a remote that refuses fetches by id, every branch
+/// and tag (logged).
+pub(crate) fn fetch_by_id(repo: &Path, url: &str, oids: &[String], timeout: Duration) -> Result<(), IngestError> {
+    match fetch_objects(repo, url, oids, timeout) {
+        Err(e) if by_id_refused(&e) => {
+            tracing::warn!(url = %redact(url), error = %e, "the remote refuses fetches by object id; fetching every branch and tag");
+            fetch_default_refs(repo, url, timeout)
+        }
+        r => r,
+    }
+}
+
 /// Fetch every branch and tag of `url` into `repo` (under `refs/monofs/heads/`
-/// and `refs/monofs/tags/`): how an object is found again after its cache was
-/// evicted, since a FETCH_BLOB does not name the ref it came from.
+/// and `refs/monofs/tags/`), with their history: how a blob is found on a remote
+/// that refuses fetches by id (a FETCH_BLOB does not name the ref it came from).
 pub(crate) fn fetch_default_refs(repo: &Path, url: &str, timeout: Duration) -> Result<(), IngestError> {
     let shown = redact(url);
     init_cache(repo, &shown)?;
-    let mut c = fetch_command(repo, url);
+    let mut c = fetch_command(repo, url, None, |_| {});
     c.arg("+refs/heads/*:refs/monofs/heads/*").arg("+refs/tags/*:refs/monofs/tags/*");
     let o = run(c, timeout, &shown)?;
     if !o.status.success() {

@@ -9,7 +9,7 @@
 //!   directory record (and, for `ContentMode::Eager`, every blob) is
 //!   acknowledged. A lazy ingest then queues its blobs for background prefetch.
 //! - FETCH_BLOB, answered OK once the asked chunks of a blob are stored on its
-//!   owners (fetching the repository again if its cache was evicted).
+//!   owners (fetching the blob by id when the cache lacks it).
 //! - STATUS, answered with DATA holding a JSON object (see `service.rs`).
 
 mod cache;
@@ -86,7 +86,8 @@ pub enum IngestError {
 
 /// Namespace path for a URL: `https://github.com/org/repo(.git)` →
 /// `github.com/org/repo`; `git://host:port/a/b.git` → `host/a/b`;
-/// `file:///x/y/repo` or a local path `/x/y/repo` → `local/repo`; ssh-style
+/// `file:///x/y/repo` or a local path `/x/y/repo` → `local/repo-<8 hex digits of
+/// the hash of its canonical path>`, so two local `repo`s do not collide; ssh-style
 /// `git@host:org/repo` → `host/org/repo`. A non-empty `source_id` overrides the
 /// URL and is validated the same way: components non-empty, not `.`/`..`, of
 /// letters, digits and `. _ ~ + -` only.

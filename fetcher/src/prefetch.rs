@@ -52,6 +52,9 @@ impl RepoProgress {
 /// Where the blobs of one ingest come from and go to.
 pub(crate) struct Source {
     pub repo_dir: PathBuf,
+    /// Where blobs the cache lacks are fetched from, by id.
+    pub fetch_url: String,
+    pub fetch_timeout: Duration,
     pub cluster: Cluster,
     pub progress: Arc<RepoProgress>,
     /// Distinguishes the directory numbers of different ingests.
@@ -310,11 +313,26 @@ impl Prefetcher {
         let mut bytes = 0u64;
         let mut done = 0u64;
         let mut failed = 0u64;
-        for j in &jobs {
-            let r = (|| -> Result<(), crate::IngestError> {
-                if walk::blob_present(&src.cluster, &j.oid, j.size)? {
-                    return Ok(());
+        // The blobs not stored yet, fetched in one `git fetch` where the cache lacks them.
+        let mut wanted = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            match walk::blob_present(&src.cluster, &j.oid, j.size) {
+                Ok(true) => done += 1,
+                Ok(false) => wanted.push(j),
+                Err(e) => {
+                    tracing::warn!(blob = %oid_hex(&j.oid), error = %e, "prefetch failed; the blob is fetched on first read");
+                    failed += 1;
                 }
+            }
+        }
+        let oids: Vec<Oid> = wanted.iter().map(|j| j.oid).collect();
+        match crate::git::fetch_missing(repo, &src.repo_dir, &src.fetch_url, &oids, src.fetch_timeout) {
+            Ok(0) => {}
+            Ok(_) => self.cache.measure(&src.repo_dir),
+            Err(e) => tracing::warn!(repo = %progress.url, error = %e, "prefetch cannot fetch blobs; they are fetched on first read"),
+        }
+        for j in &wanted {
+            let r = (|| -> Result<(), crate::IngestError> {
                 if j.size >= BIG_BLOB {
                     // Alone in its batch: stream it out in PUT_BATCH-sized groups.
                     let mut group = Vec::new();
@@ -366,6 +384,8 @@ mod tests {
     fn src(ingest: u64) -> Arc<Source> {
         Arc::new(Source {
             repo_dir: PathBuf::from("/nonexistent"),
+            fetch_url: "/nonexistent".into(),
+            fetch_timeout: Duration::from_secs(1),
             cluster: Cluster::new(vec![monofs_net::proto::NodeAddr { id: "n".into(), addr: "127.0.0.1:1".into() }], 1, &monofs_net::key::ClusterKey::from_bytes([1; monofs_net::key::KEY_LEN])),
             progress: Arc::new(RepoProgress::default()),
             ingest,

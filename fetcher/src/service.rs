@@ -122,6 +122,18 @@ impl Service {
         let repo_dir = self.repo_dir(&fetch_url);
         let pin = format!("{:016x}", xxh3_64(req.git_ref.as_bytes()));
         let _lease = self.cache.lease(&repo_dir);
+        let lazy = req.content == ContentMode::Lazy;
+        // A lazy ingest of a local repository fetches no blobs: their sizes, which
+        // the directory records need, are read from the repository itself. Other
+        // remotes cannot tell a blob's size without sending it (docs/ARCHITECTURE.md,
+        // "Shallow, filtered fetches"), so their commit comes with its blobs.
+        let source = if lazy { url::local_path(&req.url).and_then(|p| open_source(&p)) } else { None };
+        let shape = git::Shape {
+            shallow: true,
+            filter: source.is_some(),
+            upload_pack: source.as_ref().filter(|s| s.1.is_none()).map(|_| git::LOCAL_UPLOAD_PACK),
+        };
+        let source = source.map(|s| s.0);
 
         // 1. Fetch, in a helper thread so this one can keep the client informed.
         let mut p = Progress::new(progress);
@@ -139,7 +151,7 @@ impl Service {
                 // URL waits and then finds the objects already there.
                 let key_lock = keyed_lock(&repo_dir);
                 let guard = lock(&key_lock);
-                let f = git::fetch(&repo_dir, &fetch_url, &req.git_ref, &pin, self.fetch_timeout);
+                let f = git::fetch(&repo_dir, &fetch_url, &req.git_ref, &pin, &shape, self.fetch_timeout);
                 drop(guard);
                 self.cache.measure(&repo_dir);
                 self.cache.kick();
@@ -155,7 +167,9 @@ impl Service {
             let head = head.and_then(|h| h.join().ok().flatten());
             Ok::<_, IngestError>((f, head))
         })?;
-        tracing::info!(url = %url::redact(&req.url), commit = %fetched.commit, secs = started.elapsed().as_secs_f64(), "fetched");
+        tracing::info!(url = %url::redact(&req.url), commit = %fetched.commit, blobs = !fetched.filtered, secs = started.elapsed().as_secs_f64(), "fetched");
+        // Sizes come from the source only when the cache lacks the blobs.
+        let source = source.filter(|_| fetched.filtered);
 
         // 2. Read the commit with gix.
         let repo = gix::open_opts(&fetched.repo, gix::open::Options::isolated()).map_err(|e| {
@@ -176,13 +190,18 @@ impl Service {
         // 3. Plan: the trees not yet stored, top-down, skipping stored subtrees.
         let cluster = Cluster::new(req.nodes.clone(), req.replication as usize, &self.key);
         p.phase("trees");
-        let plan = walk::Planner::new(&repo, &cluster, &mut p).plan(root_tree)?;
+        let plan = walk::Planner::new(&repo, source.as_ref(), &cluster, &mut p).plan(root_tree)?;
         let trees: usize = plan.levels.iter().map(Vec::len).sum();
         let mut objects = 0;
         let mut bytes = 0;
         // 4. Eager: blobs first, so a stored tree from an eager ingest implies its blobs are stored.
         if req.content == ContentMode::Eager {
             p.phase("blobs");
+            let oids: Vec<Oid> = plan.blobs.iter().map(|b| b.oid).collect();
+            // The commit may have been fetched before by a lazy ingest, without blobs.
+            if git::fetch_missing(&repo, &fetched.repo, &fetch_url, &oids, self.fetch_timeout)? > 0 {
+                self.cache.measure(&repo_dir);
+            }
             walk::store_blobs(&repo, &fetched.repo, &cluster, &plan.blobs, &mut p)?;
             p.force();
             objects += p.objects;
@@ -207,6 +226,8 @@ impl Service {
         let pending = (req.content == ContentMode::Lazy && !plan.blobs.is_empty()).then(|| {
             let src = Arc::new(Source {
                 repo_dir: repo_dir.clone(),
+                fetch_url: fetch_url.clone(),
+                fetch_timeout: self.fetch_timeout,
                 cluster,
                 progress: self.prefetch.progress_of(&url::redact(&req.url)),
                 ingest: self.ingest_seq.fetch_add(1, Ordering::Relaxed),
@@ -360,13 +381,12 @@ impl Service {
                 match self.find_blob(&repo_dir, req)? {
                     Some(repo) => repo,
                     None => {
-                        let r = git::fetch_default_refs(&repo_dir, &fetch_url, self.fetch_timeout);
+                        // By id, whether or not a ref of the remote still reaches it.
+                        let r = git::fetch_by_id(&repo_dir, &fetch_url, std::slice::from_ref(&hex), self.fetch_timeout);
                         self.cache.measure(&repo_dir);
                         r?;
                         self.find_blob(&repo_dir, req)?.ok_or_else(|| {
-                            IngestError::BadContent(format!(
-                                "blob {hex} is not in {shown}: no branch or tag of the remote reaches it any more"
-                            ))
+                            IngestError::BadContent(format!("blob {hex} is not in {shown}: the remote does not have it any more"))
                         })?
                     }
                 }
@@ -522,6 +542,15 @@ impl Service {
         s.push_str("]}");
         s
     }
+}
+
+/// The local repository at `path`, opened to read blob sizes, and its own
+/// `uploadpack.allowFilter` if it sets one (an explicit refusal is honoured:
+/// such a remote is fetched without the upload-pack that allows the filter).
+fn open_source(path: &str) -> Option<(gix::Repository, Option<bool>)> {
+    let repo = gix::open_opts(path, gix::open::Options::isolated()).ok()?;
+    let allow = repo.config_snapshot().boolean("uploadpack.allowFilter");
+    Some((repo, allow))
 }
 
 /// A JSON string literal.

@@ -164,6 +164,34 @@ pub(crate) fn fetch_url(url: &str, allow_local: bool) -> Result<String, IngestEr
     }
 }
 
+/// Hexadecimal digits of the path hash in a local repository's default
+/// namespace path (`local/<name>-<hash>`): 32 bits, so two local repositories
+/// of one name collide only by chance (about one in 4 billion per pair).
+pub const LOCAL_ID_HEX: usize = 8;
+
+/// The hash that tells apart local repositories of one name: of the
+/// repository's directory (`/a/repo` for `/a/repo/.git` too), with symbolic
+/// links resolved when the directory exists, so each spelling of one
+/// repository gets the same path.
+fn local_id(comps: &[&str]) -> String {
+    let joined = format!("/{}", comps.join("/"));
+    let canonical = std::fs::canonicalize(&joined)
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+        .unwrap_or(joined);
+    let h = xxhash_rust::xxh3::xxh3_64(canonical.as_bytes());
+    format!("{h:016x}")[..LOCAL_ID_HEX].to_string()
+}
+
+/// The directory of a local repository URL (`file://` or a path), None for a
+/// remote one.
+pub(crate) fn local_path(url: &str) -> Option<String> {
+    match parse(url).ok()? {
+        Remote::Local { path } => Some(path),
+        _ => None,
+    }
+}
+
 fn components(path: &str) -> Vec<&str> {
     path.split('/').filter(|c| !c.is_empty()).collect()
 }
@@ -222,19 +250,18 @@ pub fn namespace_path(url: &str, source_id: &str) -> Result<String, IngestError>
     }
     let path = match parse(url)? {
         Remote::Local { path } => {
-            let comps = components(&path);
-            let mut name = comps.last().copied().unwrap_or("");
-            if name == ".git" && comps.len() >= 2 {
-                name = comps[comps.len() - 2];
+            let mut comps = components(&path);
+            if comps.len() >= 2 && comps.last() == Some(&".git") {
+                comps.pop();
             }
-            let name = strip_git(name);
+            let name = strip_git(comps.last().copied().unwrap_or(""));
             if name.is_empty() {
                 return Err(bad(
                     url,
                     "cannot name a repository at the file system root; give a source_id",
                 ));
             }
-            format!("local/{name}")
+            format!("local/{name}-{}", local_id(&comps))
         }
         Remote::Net { host, path } | Remote::Scp { host, path } => {
             let mut comps = components(&path);
@@ -272,11 +299,18 @@ mod tests {
         );
         ok("git://host:9418/a/b.git", "host/a/b");
         ok("ssh://git@host:22/org/repo.git", "host/org/repo");
-        ok("file:///x/y/repo", "local/repo");
-        ok("file:///x/y/repo.git", "local/repo");
-        ok("/x/y/repo", "local/repo");
-        ok("/x/y/repo/.git", "local/repo");
-        ok("/x/y/repo/", "local/repo");
+        let id = local_id(&["x", "y", "repo"]);
+        let local = format!("local/repo-{id}");
+        ok("file:///x/y/repo", &local);
+        ok("file://localhost/x/y/repo", &local);
+        ok("/x/y/repo", &local);
+        ok("/x/y/repo/.git", &local);
+        ok("/x/y/repo/", &local);
+        ok("//x/y//repo", &local);
+        ok("file:///x/y/repo.git", &format!("local/repo-{}", local_id(&["x", "y", "repo.git"])));
+        // Two repositories of one name in two directories do not collide.
+        assert_ne!(namespace_path("/a/repo", "").unwrap(), namespace_path("/b/repo", "").unwrap());
+        assert_eq!(id.len(), LOCAL_ID_HEX);
         ok("git@host:org/repo", "host/org/repo");
         ok("git@host:org/repo.git", "host/org/repo");
         assert_eq!(
@@ -302,6 +336,21 @@ mod tests {
             let e = namespace_path(bad_url, "");
             assert!(e.is_err(), "{bad_url} gave {e:?}");
         }
+    }
+
+    #[test]
+    fn local_paths_through_symlinks_get_one_name() {
+        let tmp = std::env::temp_dir().join(format!("monofs-url-test-{}", std::process::id()));
+        let real = tmp.join("real/repo");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = tmp.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(tmp.join("real"), &link).unwrap();
+        let by_real = namespace_path(real.to_str().unwrap(), "").unwrap();
+        let by_link = namespace_path(&format!("file://{}/repo/.git", link.display()), "").unwrap();
+        assert_eq!(by_real, by_link);
+        assert!(by_real.starts_with("local/repo-"), "{by_real}");
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 
     #[test]

@@ -453,6 +453,9 @@ struct TreeInfo {
 
 pub(crate) struct Planner<'p, 'f> {
     repo: &'p gix::Repository,
+    /// Where sizes of blobs the cache lacks are read (a local remote fetched
+    /// without blobs).
+    source: Option<&'p gix::Repository>,
     cluster: &'p Cluster,
     progress: &'p mut Progress<'f>,
     trees: HashMap<Oid, TreeInfo, OidBuild>,
@@ -471,9 +474,15 @@ fn join(path: &str, name: &[u8]) -> String {
 }
 
 impl<'p, 'f> Planner<'p, 'f> {
-    pub fn new(repo: &'p gix::Repository, cluster: &'p Cluster, progress: &'p mut Progress<'f>) -> Self {
+    pub fn new(
+        repo: &'p gix::Repository,
+        source: Option<&'p gix::Repository>,
+        cluster: &'p Cluster,
+        progress: &'p mut Progress<'f>,
+    ) -> Self {
         Planner {
             repo,
+            source,
             cluster,
             progress,
             trees: HashMap::default(),
@@ -497,7 +506,12 @@ impl<'p, 'f> Planner<'p, 'f> {
     /// the hexadecimal id are only formatted for an error: this runs once per
     /// file, and formatting them was most of the planner's time.)
     fn blob_size(&self, oid: &Oid, dir_path: &str, name: &[u8]) -> Result<u64, IngestError> {
-        let hdr = self.repo.find_header(gix_oid(oid)).map_err(|e| {
+        let id = gix_oid(oid);
+        let found = match self.source {
+            Some(src) => self.repo.find_header(id).or_else(|_| src.find_header(id)),
+            None => self.repo.find_header(id),
+        };
+        let hdr = found.map_err(|e| {
             IngestError::BadContent(format!(
                 "blob {} at '{}' cannot be read: {e}",
                 oid_hex(oid),

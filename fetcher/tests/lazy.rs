@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -11,7 +12,7 @@ use monofs_fetcher::{start, FetcherConfig, FetcherHandle};
 use monofs_net::client::{Conn, NetError};
 use monofs_net::ns::NsEntry;
 use monofs_net::proto::{ContentMode, FetchBlobRequest, IngestRequest, NodeAddr, Request, Response, SourceKind};
-use monofs_net::{keys, oid_from_hex, Oid, CHUNK_SIZE};
+use monofs_net::{keys, oid_from_hex, oid_hex, Oid, CHUNK_SIZE};
 
 fn fetcher(cache: &Path, workers: usize, max_cache_bytes: u64) -> (FetcherHandle, String) {
     let mut cfg = FetcherConfig::new("127.0.0.1:0".parse().unwrap(), cache.to_path_buf(), common::test_key());
@@ -171,7 +172,8 @@ fn lazy_ingest_stores_trees_then_prefetch_stores_blobs() {
     assert_eq!(s["prefetch_workers"], 0, "{s}");
     assert_eq!(s["healthy"], true);
 
-    // FETCH_BLOB: a small blob served from the cache, then clear refusals.
+    // FETCH_BLOB: a small blob fetched by id (the lazy ingest fetched none),
+    // then clear refusals.
     let readme = blob_oid(&repo, "README.md");
     let nodes = vec![node.node_addr()];
     fetch_blob(&addr, &url, readme, 13, 0, 1, nodes.clone()).unwrap();
@@ -182,9 +184,9 @@ fn lazy_ingest_stores_trees_then_prefetch_stores_blobs() {
     let err = fetch_blob(&addr, &url, readme, 5, 0, 1, nodes.clone()).unwrap_err();
     assert!(err.contains("has 13 bytes, the request says 5"), "{err}");
     let err = fetch_blob(&addr, &url, [7; 20], 10, 0, 1, nodes.clone()).unwrap_err();
-    assert!(err.contains("is not in") && err.contains("no branch or tag"), "{err}");
+    assert!(err.contains("is not in") && err.contains("does not have it"), "{err}");
     let s = status(&addr);
-    assert_eq!((s["hits"].as_u64(), s["misses"].as_u64()), (Some(1), Some(1)), "{s}");
+    assert_eq!((s["hits"].as_u64(), s["misses"].as_u64()), (Some(0), Some(2)), "{s}");
     assert_eq!(s["inflight_fetches"], 0);
     h.shutdown();
 
@@ -212,8 +214,8 @@ fn fetch_blob_stores_exactly_the_asked_chunks_even_after_eviction() {
     let url = format!("file://{}", repo.display());
     let node = FakeNode::start("solo", false);
     let nodes = vec![node.node_addr()];
-    // 0.01 GiB: below the repository's size, so unused entries go at once.
-    let (h, addr) = fetcher(&tmp.path().join("cache"), 0, (0.01 * (1u64 << 30) as f64) as u64);
+    // 1 KB: below the size of the blob-less repository, so unused entries go at once.
+    let (h, addr) = fetcher(&tmp.path().join("cache"), 0, 1000);
     ingest_over(&addr, ingest_req(&url, ContentMode::Lazy, nodes.clone())).0.unwrap();
     assert!(keys_of(&node, keys::BLOB).is_empty());
     let s = wait_status(&addr, 15, "repository evicted", |s| s["repos_cached"] == 0);
@@ -435,5 +437,221 @@ fn bad_remotes_fail_within_bounds_and_store_nothing() {
     assert_eq!(err, format!("ref 'no-such-branch' not found in {}", repo.display()));
     assert_eq!(node.total_puts(), 0, "nothing stored");
     assert_eq!(status(&addr)["prefetch_queued"], 0);
+    h.shutdown();
+}
+
+/// Everything the fetcher logs in this test process, captured once.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt().with_ansi(false).with_writer(move || Capture(w.clone())).finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+        buf
+    })
+    .clone()
+}
+
+/// Trees of `rev` in `repo`, the root included.
+fn tree_count(repo: &Path, rev: &str) -> usize {
+    1 + git_str(repo, &["ls-tree", "-r", "-t", "-d", rev]).lines().count()
+}
+
+fn blob_at(repo: &Path, rev: &str, path: &str) -> (Oid, Vec<u8>) {
+    let hex = git_str(repo, &["rev-parse", &format!("{rev}:{path}")]);
+    (oid_from_hex(&hex).unwrap(), git(repo, &["cat-file", "blob", &hex]))
+}
+
+
+/// A fetcher on a fresh cache, one stand-in node, and a generated repository
+/// with a long history (`long_history_repo`).
+struct Long {
+    _tmp: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    url: String,
+    node: FakeNode,
+    cache: std::path::PathBuf,
+    h: FetcherHandle,
+    addr: String,
+}
+
+impl Long {
+    /// `file_url`: reach the repository as `file://…` rather than by its path.
+    fn new(name: &str, commits: usize, dirs: usize, per_dir: usize, file_url: bool, workers: usize, max_cache: u64) -> Long {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = long_history_repo(tmp.path(), name, commits, dirs, per_dir);
+        let url = if file_url { format!("file://{}", repo.display()) } else { repo.display().to_string() };
+        let node = FakeNode::start("solo", false);
+        let cache = tmp.path().join("cache");
+        let (h, addr) = fetcher(&cache, workers, max_cache);
+        Long { _tmp: tmp, repo, url, node, cache, h, addr }
+    }
+
+    fn ingest(&self, content: ContentMode) -> NsEntry {
+        ingest_over(&self.addr, ingest_req(&self.url, content, vec![self.node.node_addr()])).0.unwrap()
+    }
+
+    /// Objects of each type in the fetcher's one cache repository.
+    fn cached(&self) -> std::collections::HashMap<String, usize> {
+        object_counts(&cache_repo(&self.cache))
+    }
+}
+
+#[test]
+fn lazy_ingest_of_a_long_history_fetches_the_commit_and_its_trees_only() {
+    let t = Long::new("long", 3000, 7, 50, true, 0, 1 << 30);
+    let (repo, url, node, addr) = (&t.repo, &t.url, &t.node, &t.addr);
+    let e = t.ingest(ContentMode::Lazy);
+    assert_eq!(oid_hex(&e.commit), git_str(repo, &["rev-parse", "main"]));
+
+    let trees = tree_count(repo, "main");
+    assert_eq!(trees, 8);
+    let n = t.cached();
+    assert_eq!(n.get("commit"), Some(&1), "one commit of 3000: {n:?}");
+    assert_eq!(n.get("tree"), Some(&trees), "{n:?}");
+    assert_eq!(n.get("blob"), None, "no blob: {n:?}");
+    assert_eq!(keys_of(node, keys::TREE).len(), trees);
+    assert!(keys_of(node, keys::BLOB).is_empty());
+
+    // A READ's FETCH_BLOB brings that one blob, by id.
+    let (oid, want) = blob_at(repo, "main", "d3/f17.txt");
+    fetch_blob(addr, url, oid, want.len() as u64, 0, 1, vec![node.node_addr()]).unwrap();
+    assert_eq!(chunk(node, &oid, 0).unwrap(), want);
+    let n = t.cached();
+    assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&1)), "{n:?}");
+    assert_eq!(status(addr)["misses"], 1);
+    t.h.shutdown();
+}
+
+#[test]
+fn prefetch_fetches_the_blobs_by_id_in_batches() {
+    let t = Long::new("long", 400, 4, 25, false, 2, 1 << 30);
+    t.ingest(ContentMode::Lazy);
+    let s = wait_status(&t.addr, 30, "prefetch done", |s| s["prefetch_queued"] == 0 && s["repos"][0]["pending"] == 0);
+    assert_eq!(s["repos"][0]["done"], 100, "{s}");
+    assert_eq!(s["repos"][0]["failed"], 0, "{s}");
+    assert_all_blobs(&t.repo, &t.node);
+    let n = t.cached();
+    assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&100)), "only the commit's blobs: {n:?}");
+    t.h.shutdown();
+}
+
+#[test]
+fn an_evicted_blob_is_fetched_again_by_id_after_the_ref_moved_on() {
+    // 1 KB of cache: every unused entry is evicted at once.
+    let t = Long::new("long", 300, 3, 10, true, 0, 1000);
+    let (repo, url, node, addr) = (&t.repo, &t.url, &t.node, &t.addr);
+    t.ingest(ContentMode::Lazy);
+    let (oid, want) = blob_at(repo, "main", "d1/f4.txt");
+    // `main` is replaced by an unrelated commit: no ref reaches the blob any more.
+    git(repo, &["update-ref", "-d", "refs/heads/main"]);
+    let mut s = Vec::new();
+    fast_import_commit(&mut s, COMMIT_TIME + 5000, false, &[("other.txt".into(), "moved on\n".into())]);
+    fast_import(repo, &s);
+    assert_eq!(git_str(repo, &["rev-list", "--count", "main"]), "1");
+    wait_status(addr, 15, "repository evicted", |s| s["repos_cached"] == 0);
+
+    // Only a fetch by id finds it: every branch and tag of the remote lacks it.
+    fetch_blob(addr, url, oid, want.len() as u64, 0, 1, vec![node.node_addr()]).unwrap();
+    assert_eq!(chunk(node, &oid, 0).unwrap(), want);
+    let s = status(addr);
+    assert_eq!(s["misses"], 1, "{s}");
+    t.h.shutdown();
+}
+
+#[test]
+fn refresh_fetches_only_the_new_commit() {
+    let t = Long::new("long", 2000, 5, 20, false, 0, 1 << 30);
+    let (repo, node) = (&t.repo, &t.node);
+    let first = t.ingest(ContentMode::Lazy);
+    let trees = tree_count(repo, "main");
+    let stored = keys_of(node, keys::TREE).len();
+    assert_eq!(stored, trees);
+
+    let mut s = Vec::new();
+    fast_import_commit(&mut s, COMMIT_TIME + 9000, true, &[("d2/f7.txt".into(), "changed by the refresh\n".into())]);
+    fast_import(repo, &s);
+    let second = t.ingest(ContentMode::Lazy);
+    assert_ne!(first.commit, second.commit);
+    assert_eq!(oid_hex(&second.commit), git_str(repo, &["rev-parse", "main"]));
+    let n = t.cached();
+    // The new commit, its root and d2: nothing of the 2000 commits before.
+    assert_eq!(n.get("commit"), Some(&2), "{n:?}");
+    assert_eq!(n.get("tree"), Some(&(trees + 2)), "{n:?}");
+    assert_eq!(n.get("blob"), None, "{n:?}");
+    assert_eq!(keys_of(node, keys::TREE).len(), stored + 2, "only the changed trees are stored");
+    t.h.shutdown();
+}
+
+#[test]
+fn a_remote_refusing_filters_gets_the_blobs_with_one_log_line() {
+    let logs = captured_logs();
+    let t = Long::new("refuses", 500, 2, 10, true, 0, 1 << 30);
+    git(&t.repo, &["config", "uploadpack.allowFilter", "false"]);
+    let e = t.ingest(ContentMode::Lazy);
+    assert_eq!(oid_hex(&e.commit), git_str(&t.repo, &["rev-parse", "main"]));
+    let n = t.cached();
+    assert_eq!((n.get("commit"), n.get("blob")), (Some(&1), Some(&20)), "shallow still, with the blobs: {n:?}");
+    assert_eq!(keys_of(&t.node, keys::TREE).len(), 3);
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let lines = text.lines().filter(|l| l.contains("refuses filtered fetches") && l.contains(&t.url)).count();
+    assert_eq!(lines, 1, "{text}");
+    t.h.shutdown();
+}
+
+#[test]
+fn a_remote_refusing_shallow_fetches_gets_the_full_history_with_one_log_line() {
+    let logs = captured_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = long_history_repo(tmp.path(), "dumb.git", 50, 2, 5);
+    // Dumb HTTP (static files) cannot serve a shallow fetch.
+    git(&repo, &["update-server-info"]);
+    let port = free_port();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        std::process::Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/dumb.git");
+    let node = FakeNode::start("solo", false);
+    let cache = tmp.path().join("cache");
+    let (h, addr) = fetcher(&cache, 0, 1 << 30);
+    let mut req = ingest_req(&url, ContentMode::Eager, vec![node.node_addr()]);
+    req.git_ref = "main".into();
+    let e = ingest_over(&addr, req).0.unwrap();
+    assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "main"]));
+    assert_all_blobs(&repo, &node);
+    let n = object_counts(&cache_repo(&cache));
+    assert_eq!(n.get("commit"), Some(&50), "the full history: {n:?}");
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let lines = text.lines().filter(|l| l.contains("refuses shallow fetches") && l.contains(&url)).count();
+    assert_eq!(lines, 1, "{text}");
     h.shutdown();
 }

@@ -67,10 +67,14 @@ fn local_sources_only_when_allowed() {
 
     let open = start(local_ok(cfg("open"))).unwrap();
     let mut conn = Conn::connect(&open.local_addr().to_string(), &common::test_key()).unwrap();
+    let mut paths = Vec::new();
     for u in &urls {
         let e = ingest_over(&mut conn, req(u.clone())).0.unwrap();
-        assert_eq!(e.path, "local/fixture", "{u}");
+        assert!(e.path.starts_with("local/fixture-"), "{u}: {}", e.path);
+        paths.push(e.path);
     }
+    paths.dedup();
+    assert_eq!(paths.len(), 1, "every spelling of one repository is published at one path: {paths:?}");
     open.shutdown();
 }
 
@@ -94,7 +98,7 @@ fn serves_ingest_with_progress_and_errors() {
     };
     let (r, progress) = ingest_over(&mut conn, req.clone());
     let e = r.unwrap();
-    assert_eq!(e.path, "local/fixture");
+    assert_eq!(e.path, monofs_fetcher::namespace_path(&repo.display().to_string(), "").unwrap());
     assert_eq!(oid_hex(&e.commit), git_str(&repo, &["rev-parse", "HEAD"]));
     assert!(!progress.is_empty(), "progress frames arrive");
     assert_eq!(progress[0].0, "fetching");

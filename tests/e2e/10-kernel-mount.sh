@@ -60,8 +60,8 @@ ingest() {
     echo "e2e: ingest $1: $(awk -v a="$t0" -v b="$(e2e_secs)" 'BEGIN {printf "%.1f", b - a}')s" >&2
 }
 e2e_step "ingest"
-ingest "file://$src/content"
-ingest "$src/real"
+ingest "file://$src/content" --source-id local/content
+ingest "$src/real" --source-id local/real
 ingest "git://127.0.0.1:$gd_port/content" --ref v1 --source-id git/content-v1
 # GET /api/repos lists the three repositories (WHEN says at which point of the test).
 expect_repos() {

@@ -20,7 +20,7 @@ CATALL="$MONOFS_ROOT/tests/lib/catall.py"
 DATA="$E2E_TMP/data"
 e2e_step "RF-2 cluster, eager ingest"
 e2e_up "$DATA" --nodes 2 --replication-factor 2
-e2e_ingest "$MONOFS_TEST_REPOS/real" --content eager >/dev/null
+e2e_ingest "$MONOFS_TEST_REPOS/real" --source-id local/real --content eager >/dev/null
 e2e_check "before the damage: every file of real reads correctly" python3 "$CATALL" "$REAL_MF" /local/real
 rc=0; e2e_stop "$E2E_UP_PID" 20 || rc=$?
 e2e_check "stopped cleanly (status $rc)" test "$rc" = 0

@@ -68,7 +68,7 @@ e2e_bg "$MONOFS_BIN" router --port "$NFS" --http-port "$HTTP" --replication-fact
     --fetchers "127.0.0.1:$FETCHER" --admin-token-file "$MONOFS_ADMIN_TOKEN_FILE" \
     --health-interval 500ms --unhealthy-threshold 2s
 e2e_wait_port "$NFS" 30; e2e_wait_port "$HTTP" 30
-"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --content eager </dev/null >/dev/null
+"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --source-id local/content --content eager </dev/null >/dev/null
 e2e_check "admin status exits 0 with every node healthy" wait_status 0 10
 cat "$E2E_TMP/status.txt"
 e2e_check "the status table lists n1, n2, n3 as ok" test "$(grep -cE '^n[123] .* ok ' "$E2E_TMP/status.txt")" = 3
@@ -90,7 +90,7 @@ curl -sf "$MONOFS_ROUTER/metrics" >"$E2E_TMP/metrics.txt"
 e2e_check "/metrics: monofs_router_node_healthy of n3 is 0" grep -qx 'monofs_router_node_healthy{node="n3"} 0' "$E2E_TMP/metrics.txt"
 
 e2e_step "eager ingest of real with n3 down"
-rc=0; "$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/real" --content eager </dev/null >"$E2E_TMP/ingest.out" 2>&1 || rc=$?
+rc=0; "$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/real" --source-id local/real --content eager </dev/null >"$E2E_TMP/ingest.out" 2>&1 || rc=$?
 e2e_check "the ingest succeeds (rc $rc: $(tail -n 1 "$E2E_TMP/ingest.out"))" test "$rc" = 0
 e2e_check "every file of real reads correctly" python3 "$CATALL" "$REAL_MF" /local/real
 

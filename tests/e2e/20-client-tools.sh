@@ -160,7 +160,7 @@ e2e_check "GET /api/repos is an empty list before any ingest" test "$(repos_json
 e2e_step "ingest real (piped: plain progress on stderr)"
 t0=$(date +%s.%N)
 set +e
-"$MONOFS_BIN" ingest "$SRC/real" --router "$E2E_ROUTER" >"$E2E_TMP/ingest-real.out" 2>"$E2E_TMP/ingest-real.err" </dev/null
+"$MONOFS_BIN" ingest "$SRC/real" --source-id local/real --router "$E2E_ROUTER" >"$E2E_TMP/ingest-real.out" 2>"$E2E_TMP/ingest-real.err" </dev/null
 rc=$?
 set -e
 echo "ingest real: rc=$rc in $(python3 -c "import time; print(round(time.time() - $t0, 1))")s; stderr:"
@@ -176,7 +176,7 @@ e2e_check "ingest real: last line 'ingested ... at $REAL_COMMIT into local/real'
 e2e_step "ingest content --json"
 t0=$(date +%s.%N)
 set +e
-"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --json --router "$E2E_ROUTER" >"$E2E_TMP/ingest-content.out" 2>"$E2E_TMP/ingest-content.err" </dev/null
+"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --source-id local/content --json --router "$E2E_ROUTER" >"$E2E_TMP/ingest-content.out" 2>"$E2E_TMP/ingest-content.err" </dev/null
 rc=$?
 set -e
 echo "ingest content: rc=$rc in $(python3 -c "import time; print(round(time.time() - $t0, 1))")s; stdout: $(cat "$E2E_TMP/ingest-content.out")"
@@ -228,7 +228,7 @@ if mode == "errors":
 elif mode == "stream":
     # POST /api/ingest streams NDJSON: progress lines, then one {"done": ...} line, then
     # the response must end (the zero chunk) so plain HTTP clients return.
-    c, r = req("POST", "/api/ingest", json.dumps({"url": sys.argv[3]}))
+    c, r = req("POST", "/api/ingest", json.dumps({"url": sys.argv[3], "source_id": "local/real"}))
     assert r.status == 200, r.status
     lines, done_at = [], None
     while True:

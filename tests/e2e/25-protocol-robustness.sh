@@ -23,7 +23,7 @@ CONTENT_MF=$(e2e_manifest content)
 
 e2e_up "$E2E_TMP/data" --nodes 2 --shards 1
 echo "NFS $E2E_SERVER, HTTP $E2E_ROUTER, pid $E2E_UP_PID"
-"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --router "$E2E_ROUTER" </dev/null 2>&1 | tail -n 1
+"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --source-id local/content --router "$E2E_ROUTER" </dev/null 2>&1 | tail -n 1
 e2e_check "content ingested" "$MONOFS_BIN" stat /local/content/README.md >/dev/null
 
 # the names of many/, as the manifest has them

@@ -144,7 +144,7 @@ e2e_step "monofs up; handles from an independent NFS client"
 DATA="$E2E_TMP/data"
 e2e_up "$DATA" --nodes 2 --shards 1
 e2e_check "ingest through the CLI with the data directory's token" \
-    "$MONOFS_BIN" ingest "$repo" --router "$E2E_ROUTER"
+    "$MONOFS_BIN" ingest "$repo" --source-id local/sec --router "$E2E_ROUTER"
 e2e_check "admin.token is mode 600" test "$(stat -c %a "$DATA/admin.token")" = 600
 e2e_check "LOOKUP handles answer GETATTR" python3 "$E2E_TMP/fh.py" "$E2E_NFS_PORT" handles "$E2E_TMP/handles"
 e2e_check "altered handles are refused" python3 "$E2E_TMP/fh.py" "$E2E_NFS_PORT" forge "$E2E_TMP/handles"

@@ -29,7 +29,7 @@ e2e_repos_locked
 e2e_up "$E2E_TMP/data" --nodes 2 --shards 1 --idle-timeout-secs "$IDLE" --record-deadline-secs "$DEADLINE" \
     --prefetch-workers 0
 echo "NFS $E2E_SERVER, HTTP $E2E_ROUTER, pid $E2E_UP_PID"
-"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --router "$E2E_ROUTER" </dev/null 2>&1 | tail -n 1
+"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/content" --source-id local/content --router "$E2E_ROUTER" </dev/null 2>&1 | tail -n 1
 e2e_check "content ingested" "$MONOFS_BIN" stat /local/content/big/big.bin >/dev/null
 
 e2e_step "hostile clients from one address"

@@ -108,7 +108,7 @@ e2e_step "rules: / 127.0.0.2/32(insecure)"
 printf '# only the second loopback address\n/ 127.0.0.2/32(insecure)\n' >"$E2E_TMP/only2.exports"
 DATA="$E2E_TMP/data"
 e2e_up "$DATA" --nodes 1 --exports "$E2E_TMP/only2.exports"
-e2e_ingest "$REPO" >/dev/null 2>"$E2E_TMP/ingest.err" || { cat "$E2E_TMP/ingest.err"; e2e_fail "ingest"; }
+e2e_ingest "$REPO" --source-id local/tiny >/dev/null 2>"$E2E_TMP/ingest.err" || { cat "$E2E_TMP/ingest.err"; e2e_fail "ingest"; }
 
 set +e
 "$MONOFS_BIN" ls /local/tiny >"$E2E_TMP/ls1.out" 2>"$E2E_TMP/ls1.err"

@@ -49,7 +49,7 @@ e2e_step "monofs up --port 2049 --portmap-port 111"
 e2e_up "$E2E_TMP/data" --nodes 1 --port 2049 --portmap-port 111
 e2e_wait_port 111 10 || fail "portmapper not listening on 111"
 t0=$(e2e_secs)
-"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/real" --router "$E2E_ROUTER" > "$E2E_TMP/ingest.log" 2>&1 \
+"$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/real" --source-id local/real --router "$E2E_ROUTER" > "$E2E_TMP/ingest.log" 2>&1 \
     || { cat "$E2E_TMP/ingest.log" >&2; fail "monofs ingest real"; }
 echo "e2e: ingest real: $(awk -v a="$t0" -v b="$(e2e_secs)" 'BEGIN {printf "%.1f", b - a}')s" >&2
 if command -v rpcinfo >/dev/null; then

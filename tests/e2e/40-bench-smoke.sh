@@ -5,7 +5,7 @@
 #   - nfs against the built-in raw-TCP peer (seq1m, read4k)
 #   - compare --smoke: MonoFS and nfs-ganesha (in a private network namespace, as root) on
 #     a small generated repository, ~1 s per workload
-#   - ingest --smoke (2,000 files) and engine --smoke (32 MiB, QD 1/16/64, fio beside it)
+#   - ingest --smoke (2,000 files), ingest --history 300 --smoke (500 files, 300 commits) and engine --smoke (32 MiB, QD 1/16/64, fio beside it)
 #   - the fio jobs of bench/fio against a kernel mount in the VM (2 s each)
 #   - tuning/tune.sh prints current vs recommended without changing anything
 set -euo pipefail
@@ -61,6 +61,11 @@ bench_check "ingest --smoke exits 0 (status $rc)" test "$rc" = 0
 bench_check "ingest: listable, fetched and git clone times in results.json" \
     e2e_json_check "$OUT/ingest/results.json" 'v["monofs_listable_s"] > 0 and v["monofs_fully_fetched_s"] > 0 and v["git_clone_depth1_s"] > 0'
 bench_check "ingest: the plot is an SVG" svg_check "$OUT/ingest/ingest.svg"
+rc=0
+timeout 120 "$BENCH" ingest --history 300 --smoke --monofs-bin "$MONOFS_BIN" --out "$OUT/ingest-history" || rc=$?
+bench_check "ingest --history --smoke exits 0 (status $rc)" test "$rc" = 0
+bench_check "ingest --history: lazy, eager and both clone times in results.json" \
+    e2e_json_check "$OUT/ingest-history/results.json" 'v["lazy_listable_s"] > 0 and v["eager_done_s"] > 0 and v["git_clone_bare_depth1_blobless_s"] > 0 and v["git_clone_depth1_s"] > 0 and v["commits"] == 300'
 
 e2e_step "engine --smoke"
 rc=0

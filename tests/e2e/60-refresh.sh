@@ -31,7 +31,7 @@ e2e_wait_port "$port" 60
 e2e_wait_port "$http" 30
 router="http://127.0.0.1:$http"
 export MONOFS_ADMIN_TOKEN_FILE="$E2E_TMP/data/admin.token"
-"$MONOFS_BIN" ingest "$repo" --router "$router"
+"$MONOFS_BIN" ingest "$repo" --source-id local/r --router "$router"
 
 # The hook: GET /refresh makes commit B and refreshes /local/r before answering.
 cat > "$E2E_TMP/hook.py" <<PY

@@ -45,7 +45,7 @@ router_pid=$E2E_BG_PID
 e2e_wait_port "$p" 30; e2e_wait_port "$h" 30
 
 t0=$(date +%s.%N)
-"$MONOFS_BIN" ingest "$repo" --router "http://127.0.0.1:$h"
+"$MONOFS_BIN" ingest "$repo" --source-id local/big --router "http://127.0.0.1:$h"
 t1=$(date +%s.%N)
 "$MONOFS_BIN" ls --server "127.0.0.1:$p" /local/big/d00/s00 | head -n 3
 t2=$(date +%s.%N)

@@ -33,8 +33,8 @@ export MONOFS_ROUTER="http://127.0.0.1:$H" MONOFS_SERVER="127.0.0.1:$P"
 # content (with its 110 MiB file) eagerly: a re-fetch of it for every evicted read would
 # only make the test slow; real lazily: its content comes by prefetch and on first read,
 # through caches that keep nothing.
-e2e_check "eager ingest of content" "$MONOFS_BIN" ingest --content eager "file://$MONOFS_TEST_REPOS/content"
-e2e_check "lazy ingest of real" "$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/real"
+e2e_check "eager ingest of content" "$MONOFS_BIN" ingest --content eager "file://$MONOFS_TEST_REPOS/content" --source-id local/content
+e2e_check "lazy ingest of real" "$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/real" --source-id local/real
 
 # Concurrent readers: every file of real and a sample of content (chunk boundaries,
 # names, the 110 MiB file), each compared with its manifest sha256.

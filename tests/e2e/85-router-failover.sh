@@ -113,8 +113,8 @@ ingest() {
         || { cat "$E2E_TMP/ingest.log" >&2; hap_alerts; fail "monofs ingest $*"; }
     tail -n 1 "$E2E_TMP/ingest.log" >&2
 }
-ingest --content eager "file://$MONOFS_TEST_REPOS/real"
-ingest "file://$MONOFS_TEST_REPOS/content"
+ingest --content eager --source-id local/real "file://$MONOFS_TEST_REPOS/real"
+ingest --source-id local/content "file://$MONOFS_TEST_REPOS/content"
 got=$(netns_exec client "$MONOFS_BIN" cat --server "$HAPROXY:2049" /local/content/files/hello.txt)
 e2e_check "monofs cat through HAProxy: '$got'" [ "$got" = "hello, world" ]
 

@@ -293,3 +293,77 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Feed `stream` to `git fast-import` in `repo`.
+pub fn fast_import(repo: &Path, stream: &[u8]) {
+    use std::io::Write;
+    let mut fi = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["fast-import", "--quiet"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    fi.stdin.take().unwrap().write_all(stream).unwrap();
+    assert!(fi.wait().unwrap().success(), "git fast-import");
+}
+
+/// One fast-import commit on `main` (after its current tip when `parent`),
+/// setting `files` (path, content).
+pub fn fast_import_commit(out: &mut Vec<u8>, time: i64, parent: bool, files: &[(String, String)]) {
+    use std::io::Write;
+    let msg = format!("commit at {time}");
+    write!(out, "commit refs/heads/main\ncommitter MonoFS Test <test@monofs.invalid> {time} +0000\ndata {}\n{msg}\n", msg.len()).unwrap();
+    if parent {
+        out.extend_from_slice(b"from refs/heads/main^0\n");
+    }
+    for (path, body) in files {
+        write!(out, "M 100644 inline {path}\ndata {}\n{body}\n", body.len()).unwrap();
+    }
+}
+
+/// A bare repository `root/<name>` whose `main` has `commits` commits, each
+/// changing one of `dirs` × `per_dir` files (`d<i>/f<j>.txt`); every file is
+/// set by the first commit.
+pub fn long_history_repo(root: &Path, name: &str, commits: usize, dirs: usize, per_dir: usize) -> PathBuf {
+    let r = root.join(name);
+    git(root, &["init", "-q", "--bare", "-b", "main", r.to_str().unwrap()]);
+    let mut s = Vec::new();
+    let all: Vec<(String, String)> = (0..dirs * per_dir)
+        .map(|k| (format!("d{}/f{}.txt", k / per_dir, k % per_dir), format!("file {k} version 0\n")))
+        .collect();
+    fast_import_commit(&mut s, COMMIT_TIME, false, &all);
+    for i in 1..commits {
+        let k = i % (dirs * per_dir);
+        let file = (format!("d{}/f{}.txt", k / per_dir, k % per_dir), format!("file {k} version {i}\n"));
+        fast_import_commit(&mut s, COMMIT_TIME + i as i64, false, &[file]);
+    }
+    fast_import(&r, &s);
+    r
+}
+
+/// Objects of each type in the repository at `repo` (`commit`, `tree`,
+/// `blob`, `tag`), counted without fetching anything a promisor lacks.
+pub fn object_counts(repo: &Path) -> HashMap<String, usize> {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["cat-file", "--batch-all-objects", "--batch-check=%(objecttype)"])
+        .env("GIT_NO_LAZY_FETCH", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut n = HashMap::new();
+    for t in String::from_utf8(o.stdout).unwrap().lines() {
+        *n.entry(t.to_string()).or_default() += 1;
+    }
+    n
+}
+
+/// The one cache repository under a fetcher's `cache_dir`.
+pub fn cache_repo(cache_dir: &Path) -> PathBuf {
+    let repos: Vec<PathBuf> = std::fs::read_dir(cache_dir.join("repos")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(repos.len(), 1, "{repos:?}");
+    repos.into_iter().next().unwrap()
+}

@@ -90,9 +90,19 @@ struct RouterArgs {
     /// 0600). Without it, such requests are accepted from loopback only.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// Storage nodes: id=host:port,id=host:port,...
+    /// Storage nodes: id=host:port,id=host:port,... Or `@FILE`: the list is
+    /// read from FILE (ids and addresses separated by commas or newlines, `#`
+    /// starts a comment) and read again on SIGHUP, so nodes are added or
+    /// removed without a restart: keys whose owners change are then moved by
+    /// the repair (docs/operations.md). Give every router the same list.
     #[arg(long)]
     nodes: String,
+    /// Client-side caches: bytes of directory records (e.g. 256M).
+    #[arg(long, default_value = "256M", value_parser = size::parse)]
+    dir_cache: u64,
+    /// Bytes of file content cached, in 64 KiB blocks (e.g. 256M, 4G).
+    #[arg(long, default_value = "256M", value_parser = size::parse)]
+    block_cache: u64,
     /// Fetchers: host:port,host:port,...
     #[arg(long, default_value = "")]
     fetchers: String,
@@ -314,12 +324,28 @@ pub fn default_shards() -> usize {
         .unwrap_or(1)
 }
 
+/// `--nodes`: the list itself, or `@FILE` holding it.
+fn node_list(spec: &str) -> anyhow::Result<Vec<monofs_net::proto::NodeAddr>> {
+    let text = match spec.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read the node list {file}: {e}"))?
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(","),
+        None => spec.to_string(),
+    };
+    monofs_net::client::parse_nodes(&text).map_err(anyhow::Error::msg)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(a) => up::run(a),
         Cmd::Router(a) => {
-            let nodes = monofs_net::client::parse_nodes(&a.nodes).map_err(anyhow::Error::msg)?;
+            let nodes = node_list(&a.nodes)?;
             let h = monofs_router::start(monofs_router::RouterConfig {
+                caches: monofs_router::CacheSizes { dir_bytes: a.dir_cache as usize, block_bytes: a.block_cache as usize },
                 nfs_listen: SocketAddr::new(a.bind, a.port),
                 portmap_port: a.portmap_port,
                 http_listen: SocketAddr::new(a.bind, a.http_port),
@@ -346,7 +372,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     interval: a.repair_interval,
                 },
             })?;
-            up::wait_for_signal();
+            up::wait_for_signal_reloading(&mut || {
+                let Some(file) = a.nodes.strip_prefix('@') else {
+                    tracing::warn!("SIGHUP: the node list was given on the command line; use --nodes @FILE to change it without a restart");
+                    return;
+                };
+                match node_list(&a.nodes) {
+                    Ok(nodes) => match h.router.set_nodes(nodes) {
+                        Ok(()) => tracing::info!(file, "node list reloaded"),
+                        Err(e) => tracing::error!(file, error = %e, "node list refused; keeping the old one"),
+                    },
+                    Err(e) => tracing::error!(file, error = %e, "cannot reload the node list; keeping the old one"),
+                }
+            });
             h.shutdown();
             Ok(ExitCode::SUCCESS)
         }

@@ -79,6 +79,20 @@ pub struct UpArgs {
     exit_after_ingest: bool,
 }
 
+/// Wait for SIGINT or SIGTERM; run `reload` on each SIGHUP meanwhile.
+pub fn wait_for_signal_reloading(reload: &mut dyn FnMut()) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).expect("signal handlers");
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            reload();
+            continue;
+        }
+        tracing::info!(signal = sig, "shutting down");
+        return;
+    }
+}
+
 pub fn wait_for_signal() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals =
@@ -151,6 +165,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         health: Default::default(),
         router_id: crate::default_router_id(a.http_port),
         repair: Default::default(),
+        caches: Default::default(),
     })
     .map_err(|e| anyhow::anyhow!("router: {e:#}"))?;
 

@@ -48,7 +48,24 @@ pub const DIR_CACHE_BYTES: usize = 256 << 20;
 /// immutable, so a cached block never goes stale.
 pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
 
+/// Sizes of the router's caches.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheSizes {
+    /// Bytes of directory records.
+    pub dir_bytes: usize,
+    /// Bytes of file content.
+    pub block_bytes: usize,
+}
+
+impl Default for CacheSizes {
+    fn default() -> CacheSizes {
+        CacheSizes { dir_bytes: DIR_CACHE_BYTES, block_bytes: BLOCK_CACHE_BYTES }
+    }
+}
+
 pub struct RouterConfig {
+    /// Directory record and content cache sizes.
+    pub caches: CacheSizes,
     /// NFS, MOUNT and PORTMAP on one TCP port.
     pub nfs_listen: SocketAddr,
     /// Also serve PORTMAP (TCP and UDP) on this port, normally 111, so a plain
@@ -150,6 +167,23 @@ impl Router {
 
     /// Whether this router runs failover and repair: it has the smallest id
     /// among the routers whose heartbeat is live in the cluster state.
+    /// Replace the node list (SIGHUP of `--nodes @FILE`): placement changes at
+    /// once, reads still find keys on their old owners, and the repair moves
+    /// the keys whose owners changed.
+    pub fn set_nodes(&self, nodes: Vec<NodeAddr>) -> Result<(), String> {
+        let before: Vec<String> = self.cluster.nodes().into_iter().map(|n| n.id).collect();
+        self.cluster.set_nodes(nodes)?;
+        let after: Vec<String> = self.cluster.nodes().into_iter().map(|n| n.id).collect();
+        tracing::info!(before = ?before, after = ?after, "membership changed");
+        Ok(())
+    }
+
+    pub fn with_caches(mut self, c: CacheSizes) -> Router {
+        self.dirs = ByteLru::new(c.dir_bytes);
+        self.blocks = ByteLru::new(c.block_bytes);
+        self
+    }
+
     pub fn is_repair_leader(&self) -> bool {
         self.routers().iter().map(|r| r.id.as_str()).min() == Some(self.id.as_str())
     }
@@ -374,7 +408,9 @@ pub fn start(cfg: RouterConfig) -> anyhow::Result<RouterHandle> {
     cfg.health.check().map_err(anyhow::Error::msg)?;
     cfg.repair.check().map_err(anyhow::Error::msg)?;
     let router = Arc::new(
-        Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key).with_id(cfg.router_id),
+        Router::new(cfg.nodes, cfg.replication, cfg.fetchers, &cfg.cluster_key)
+            .with_id(cfg.router_id)
+            .with_caches(cfg.caches),
     );
     let shutdown = Arc::new(AtomicBool::new(false));
     let nfs = TcpListener::bind(cfg.nfs_listen)

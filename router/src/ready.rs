@@ -114,6 +114,7 @@ mod tests {
             health: Default::default(),
             router_id: "ready-test".into(),
             repair: Default::default(),
+            caches: Default::default(),
         })
         .unwrap()
     }

@@ -119,6 +119,8 @@ pub struct RepairStatus {
     pub last: Option<PassReport>,
     /// Nodes unhealthy now, with the seconds until they are failed over.
     pub pending_failover: BTreeMap<String, u64>,
+    /// Keys and bytes each node received from repairs since this router started.
+    pub received_total: BTreeMap<String, Received>,
 }
 
 /// Shared between the repair thread and the HTTP API.
@@ -331,31 +333,11 @@ fn pass(
     };
     tracing::info!(trigger = %p.report.trigger, pairs = pairs.len(), "repair pass started");
     p.publish(true);
-    let mut ok = true;
-    for (a, b) in &pairs {
-        if let Err(e) = p.pair(a, b) {
-            p.error(format!("{a} ⇄ {b}: {e}"));
-            ok = false;
-        }
-        p.report.pairs_done += 1;
-        p.publish(true);
-        if p.stopped() {
-            return false;
-        }
-    }
-    let holders: Vec<String> = p.clients.keys().filter(|n| only.is_none_or(|o| o == n.as_str())).cloned().collect();
-    for n in &holders {
-        if let Err(e) = p.handoff(n) {
-            p.error(format!("handoff from {n}: {e}"));
-            ok = false;
-        }
-        if p.stopped() {
-            return false;
-        }
-    }
+    let ok = p.run(&pairs, only);
     p.report.finished_unix_ms = Some(unix_ms());
     let r = &p.report;
     tracing::info!(
+        complete = ok,
         keys_missing = r.keys_missing,
         keys_copied = r.keys_copied,
         bytes_copied = r.bytes_copied,
@@ -364,15 +346,51 @@ fn pass(
         "repair pass finished"
     );
     let mut st = lock(&router.repair.status);
+    for (id, r) in &r.received {
+        let t = st.received_total.entry(id.clone()).or_default();
+        t.keys += r.keys;
+        t.bytes += r.bytes;
+    }
     st.passes += 1;
-    st.under_replicated = r.keys_missing.saturating_sub(r.keys_copied);
-    st.last = Some(p.report.clone());
+    // Only a whole pass tells how many keys are still missing.
+    if ok {
+        st.under_replicated = r.keys_missing.saturating_sub(r.keys_copied);
+    }
+    st.last = Some(r.clone());
     st.current = None;
     st.state = "idle";
     ok
 }
 
 impl Pass<'_> {
+    /// Compare `pairs`, then hand off what the nodes (or `only`) hold without
+    /// owning; false when something failed or the pass was stopped.
+    fn run(&mut self, pairs: &[(String, String)], only: Option<&str>) -> bool {
+        let mut ok = true;
+        for (a, b) in pairs {
+            if let Err(e) = self.pair(a, b) {
+                self.error(format!("{a} ⇄ {b}: {e}"));
+                ok = false;
+            }
+            self.report.pairs_done += 1;
+            self.publish(true);
+            if self.stopped() {
+                return false;
+            }
+        }
+        let holders: Vec<String> = self.clients.keys().filter(|n| only.is_none_or(|o| o == n.as_str())).cloned().collect();
+        for n in &holders {
+            if let Err(e) = self.handoff(n) {
+                self.error(format!("handoff from {n}: {e}"));
+                ok = false;
+            }
+            if self.stopped() {
+                return false;
+            }
+        }
+        ok
+    }
+
     fn stopped(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst) || self.router.drained().is_some()
     }

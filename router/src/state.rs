@@ -73,6 +73,35 @@ pub fn stamped(writer: &str, name: String, value: Option<Vec<u8>>) -> ClusterSta
 
 /// What a read found: the joined cluster state, and the legacy namespace
 /// record(s) the answering nodes hold.
+/// One request to the shard of node `i` owning `key`. A pooled connection may
+/// have died with its node's restart: a failure other than a timeout is
+/// retried once.
+fn call(cluster: &Cluster, i: usize, key: &[u8], req: &Request) -> Result<Response, String> {
+    let id = cluster.nodes().get(i).map(|n| n.id.clone()).unwrap_or_default();
+    let once = || -> Result<Response, NetError> {
+        let c = cluster.client(i)?;
+        c.call_shard(c.shard_of(key), req)
+    };
+    match once() {
+        Err(e @ NetError::Io { .. }) if !monofs_net::client::is_timeout(&e) => once(),
+        r => r,
+    }
+    .map_err(|e| format!("node {id}: {e}"))
+}
+
+fn get(cluster: &Cluster, i: usize, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let req = Request::Get { key: key.to_vec(), offset: 0, len: MAX_RECORD as u32 };
+    match call(cluster, i, key, &req)? {
+        Response::Data(d) => Ok(Some(d)),
+        Response::NotFound => Ok(None),
+        other => Err(format!("node {i}: unexpected answer {other:?}")),
+    }
+}
+
+fn node_id(cluster: &Cluster, i: usize) -> String {
+    cluster.nodes().get(i).map(|n| n.id.clone()).unwrap_or_default()
+}
+
 pub struct Snapshot {
     pub state: ClusterState,
     pub legacy: Vec<Vec<u8>>,
@@ -94,34 +123,49 @@ impl Store {
         Store { cluster, cache: Mutex::new(None) }
     }
 
-    /// Run `call` against every configured node at once; the answers of those
-    /// that answered, or an error when fewer than a majority did (`failed` says
-    /// what did not happen, `verb` what a node that answered did).
-    fn ask_majority<T: Send>(
+    /// Run `call` against every configured node at once and return as soon as
+    /// a majority answered (the answers of those), or an error once a majority
+    /// can no longer answer (`failed` says what did not happen, `verb` what a
+    /// node that answered did). A silent node never holds the answer longer
+    /// than the others take: its call finishes on its own thread, bounded by
+    /// the node timeouts.
+    fn ask_majority<T: Send + 'static>(
         &self,
         failed: &str,
         verb: &str,
-        call: impl Fn(usize) -> Result<T, String> + Sync,
+        call: impl Fn(&Cluster, usize) -> Result<T, String> + Send + Sync + 'static,
     ) -> Result<Vec<T>, String> {
         let n = self.cluster.nodes().len();
-        let answers: Vec<Result<T, String>> = std::thread::scope(|s| {
-            let call = &call;
-            let handles: Vec<_> = (0..n).map(|i| s.spawn(move || call(i))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("state call panicked".into())))
-                .collect()
-        });
-        let (oks, errors): (Vec<_>, Vec<_>) = answers.into_iter().partition(Result::is_ok);
-        let errors: Vec<String> = errors.into_iter().filter_map(Result::err).collect();
         let need = majority(n);
+        let call = Arc::new(call);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..n {
+            let (c, call, answer) = (self.cluster.clone(), call.clone(), tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("state-call".into())
+                .spawn(move || {
+                    let _ = answer.send(call(&c, i));
+                });
+            if let Err(e) = spawned {
+                let _ = tx.send(Err(format!("cannot start a state call: {e}")));
+            }
+        }
+        drop(tx);
+        let (mut oks, mut errors) = (Vec::new(), Vec::new());
+        while oks.len() < need && errors.len() <= n - need {
+            match rx.recv() {
+                Ok(Ok(v)) => oks.push(v),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => break,
+            }
+        }
         if oks.len() < need {
             return Err(format!("{failed}: {} of {n} nodes {verb}, {need} needed ({})", oks.len(), errors.join("; ")));
         }
         for e in &errors {
             tracing::warn!(error = %e, "cluster state: a node missed ({failed} otherwise)");
         }
-        Ok(oks.into_iter().filter_map(Result::ok).collect())
+        Ok(oks)
     }
 
     /// Cache `snap` as the state read now.
@@ -132,41 +176,17 @@ impl Store {
         snap
     }
 
-    /// One request to the shard of node `i` owning `key`. A pooled connection
-    /// may have died with its node's restart: one failure is retried once.
-    fn call(&self, i: usize, key: &[u8], req: &Request) -> Result<Response, String> {
-        let id = &self.cluster.nodes()[i].id;
-        let once = || -> Result<Response, NetError> {
-            let c = self.cluster.client(i)?;
-            c.call_shard(c.shard_of(key), req)
-        };
-        match once() {
-            Err(NetError::Io { .. }) => once(),
-            r => r,
-        }
-        .map_err(|e| format!("node {id}: {e}"))
-    }
-
-    fn get(&self, i: usize, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let req = Request::Get { key: key.to_vec(), offset: 0, len: MAX_RECORD as u32 };
-        match self.call(i, key, &req)? {
-            Response::Data(d) => Ok(Some(d)),
-            Response::NotFound => Ok(None),
-            other => Err(format!("node {}: unexpected answer {other:?}", self.cluster.nodes()[i].id)),
-        }
-    }
-
     /// Merge `entries` into every node's state; Ok once a majority stored it,
     /// with the join of their answers (which holds every acknowledged write).
     pub fn write(&self, entries: ClusterState) -> Result<Arc<Snapshot>, String> {
         let raw = entries.encode().map_err(|e| format!("cluster state update refused: {e}"))?;
         let key = keys::cluster_state();
         let req = Request::MergeState(raw);
-        let answers = self.ask_majority("cluster state not stored", "acknowledged", |i| {
-            match self.call(i, &key, &req)? {
+        let answers = self.ask_majority("cluster state not stored", "acknowledged", move |c, i| {
+            match call(c, i, &key, &req)? {
                 Response::Data(d) => ClusterState::decode(&d)
-                    .map_err(|e| format!("node {}: bad MERGE_STATE answer: {e}", self.cluster.nodes()[i].id)),
-                other => Err(format!("node {}: unexpected answer {other:?}", self.cluster.nodes()[i].id)),
+                    .map_err(|e| format!("node {}: bad MERGE_STATE answer: {e}", node_id(c, i))),
+                other => Err(format!("node {}: unexpected answer {other:?}", node_id(c, i))),
             }
         })?;
         let mut joined = ClusterState::default();
@@ -193,15 +213,15 @@ impl Store {
             }
         }
         let (skey, nkey) = (keys::cluster_state(), keys::namespace());
-        let answers = self.ask_majority("cluster state unavailable", "answered", |i| {
-            let state = match self.get(i, &skey)? {
+        let answers = self.ask_majority("cluster state unavailable", "answered", move |c, i| {
+            let state = match get(c, i, &skey)? {
                 None => ClusterState::default(),
                 Some(raw) => ClusterState::decode(&raw)
-                    .map_err(|e| format!("node {}: stored cluster state is corrupt: {e}", self.cluster.nodes()[i].id))?,
+                    .map_err(|e| format!("node {}: stored cluster state is corrupt: {e}", node_id(c, i)))?,
             };
             // The namespace record of before the cluster state: only its owners
             // hold it, so a node without it is no error.
-            let legacy = self.get(i, &nkey).unwrap_or(None);
+            let legacy = get(c, i, &nkey).unwrap_or(None);
             Ok((state, legacy))
         })?;
         let mut snap = Snapshot { state: ClusterState::default(), legacy: Vec::new() };

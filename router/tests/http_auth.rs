@@ -28,6 +28,7 @@ fn start(token: Option<AdminToken>) -> monofs_router::RouterHandle {
         nfs_limits: monofs_nfs::Limits::default(),
         router_id: "r1".into(),
         repair: Default::default(),
+        caches: Default::default(),
     })
     .unwrap()
 }

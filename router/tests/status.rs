@@ -74,6 +74,7 @@ fn status_shows_every_node_and_does_not_wait_for_a_silent_one() {
         health: HealthConfig { interval: Duration::from_millis(100), unhealthy_threshold: Duration::from_millis(1500) },
         router_id: "status-test".into(),
         repair: Default::default(),
+        caches: Default::default(),
     })
     .unwrap();
     let healthy = |v: &Value| -> Vec<bool> {

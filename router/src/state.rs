@@ -111,6 +111,9 @@ pub struct Store {
     cluster: Cluster,
     /// The last snapshot read (or written through), and when.
     cache: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+    /// The last read that failed, and why: reads within `max_age` of it fail
+    /// at once instead of waiting for the same silent nodes again.
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 /// Nodes that must answer: more than half of those configured.
@@ -120,7 +123,7 @@ pub fn majority(nodes: usize) -> usize {
 
 impl Store {
     pub fn new(cluster: Cluster) -> Store {
-        Store { cluster, cache: Mutex::new(None) }
+        Store { cluster, cache: Mutex::new(None), failed: Mutex::new(None) }
     }
 
     /// Run `call` against every configured node at once and return as soon as
@@ -212,6 +215,11 @@ impl Store {
                 return Ok(s.clone());
             }
         }
+        if let Some((at, e)) = lock(&self.failed).as_ref() {
+            if at.elapsed() < max_age {
+                return Err(e.clone());
+            }
+        }
         let (skey, nkey) = (keys::cluster_state(), keys::namespace());
         let answers = self.ask_majority("cluster state unavailable", "answered", move |c, i| {
             let state = match get(c, i, &skey)? {
@@ -223,7 +231,17 @@ impl Store {
             // hold it, so a node without it is no error.
             let legacy = get(c, i, &nkey).unwrap_or(None);
             Ok((state, legacy))
-        })?;
+        });
+        let answers = match answers {
+            Ok(a) => {
+                *lock(&self.failed) = None;
+                a
+            }
+            Err(e) => {
+                *lock(&self.failed) = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
         let mut snap = Snapshot { state: ClusterState::default(), legacy: Vec::new() };
         for (s, legacy) in answers {
             snap.state.join(s);

@@ -675,11 +675,15 @@ impl<'p, 'f> Planner<'p, 'f> {
 /// level is acknowledged by every owner before the next level is sent.
 ///
 /// INVARIANT (what lets `Planner::plan` skip a stored subtree whole): a tree
-/// record present on its owner implies every descendant tree record is present.
+/// record present on an owner implies every descendant tree record is stored
+/// on some node of the cluster (and on its owners once repair has run).
 /// It holds because a tree's height exceeds that of each planned subtree, so a
 /// record is sent only after all its planned descendants are acknowledged, and
 /// its unplanned descendants were found stored, which by this same invariant
-/// covers theirs. Records are never deleted.
+/// covers theirs. Records are never deleted. A membership change moves owners
+/// but not records: reads look past the owners (`Cluster::read_order`) until the
+/// repair has copied each record to its new owners, so a skipped subtree stays
+/// readable (router/src/repair.rs).
 pub(crate) fn store_trees(cluster: &Cluster, levels: Vec<Vec<Item>>, p: &mut Progress) -> Result<(), IngestError> {
     let mut pipe = Pipeline::new(cluster.clone());
     for level in levels {

@@ -161,14 +161,16 @@ fn handle(router: &Arc<Router>, token: &Option<AdminToken>, mut req: Request) {
             if let Err(e) = router.known_node(&node) {
                 json_response(400, &json!({"error": e}))
             } else {
-                let mut w = req.into_writer();
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
-                if w.write_all(head.as_bytes()).is_ok() {
-                    let mut body = std::io::BufWriter::new(&mut w);
+                if let Ok(mut out) = Chunked::start(req.into_writer(), "application/x-ndjson") {
+                    // Lines gathered into chunks of up to 64 KiB.
+                    let mut body = std::io::BufWriter::with_capacity(64 << 10, &mut out);
                     if let Err((_, e)) = crate::node_files::stream(router, &node, limit, &mut body) {
                         let _ = writeln!(body, "{}", json!({"summary": {"complete": false, "error": e}}));
                     }
-                    let _ = body.flush();
+                    if body.flush().is_ok() {
+                        drop(body);
+                        let _ = out.finish();
+                    }
                 }
                 return;
             }
@@ -369,20 +371,53 @@ fn start_ingest(router: Arc<Router>, p: IngestParams) -> Receiver<Vec<u8>> {
 /// Write the progress lines as they come. tiny_http's chunked encoder holds
 /// back 8 KiB before sending, which would hide progress until the end, so the
 /// response is written raw, one chunk per line, ended by the zero chunk.
-fn stream_ingest(rx: Receiver<Vec<u8>>, mut w: Box<dyn Write + Send>) {
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
-    let mut ok = w.write_all(head.as_bytes()).and_then(|_| w.flush()).is_ok();
+/// A response body in HTTP/1.1 chunked transfer coding: each `write` is one
+/// chunk, `finish` writes the last. The client sees the end of a body whose
+/// length is not known in advance without the connection being closed.
+struct Chunked<W: Write>(W);
+
+impl<W: Write> Chunked<W> {
+    /// Send the head of a 200 response of `content_type`.
+    fn start(mut w: W, content_type: &str) -> std::io::Result<Chunked<W>> {
+        write!(w, "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")?;
+        w.flush()?;
+        Ok(Chunked(w))
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.0.write_all(b"0\r\n\r\n")?;
+        self.0.flush()
+    }
+}
+
+impl<W: Write> Write for Chunked<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        write!(self.0, "{:x}\r\n", buf.len())?;
+        self.0.write_all(buf)?;
+        self.0.write_all(b"\r\n")?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn stream_ingest(rx: Receiver<Vec<u8>>, w: Box<dyn Write + Send>) {
+    let mut out = Chunked::start(w, "application/x-ndjson").ok();
     for line in rx {
         // The client may leave; the ingest itself runs to completion anyway.
-        ok = ok
-            && write!(w, "{:x}\r\n", line.len())
-                .and_then(|_| w.write_all(&line))
-                .and_then(|_| w.write_all(b"\r\n"))
-                .and_then(|_| w.flush())
-                .is_ok();
+        if let Some(o) = out.as_mut() {
+            if o.write_all(&line).and_then(|_| o.flush()).is_err() {
+                out = None;
+            }
+        }
     }
-    if ok {
-        let _ = w.write_all(b"0\r\n\r\n").and_then(|_| w.flush());
+    if let Some(o) = out {
+        let _ = o.finish();
     }
 }
 

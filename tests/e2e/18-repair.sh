@@ -110,7 +110,7 @@ read_loop() {
     rm -f "$E2E_TMP/stop"; : > "$E2E_TMP/loop.fail"; : > "$E2E_TMP/loop.rounds"
     (
         while [ ! -e "$E2E_TMP/stop" ]; do
-            python3 "$CATALL" "$CONTENT_MF" /local/content >>"$E2E_TMP/loop.log" 2>&1 || echo content >>"$E2E_TMP/loop.fail"
+            python3 "$CATALL" "$CONTENT_MF" /local/content many/ >>"$E2E_TMP/loop.log" 2>&1 || echo content >>"$E2E_TMP/loop.fail"
             python3 "$CATALL" "$REAL_MF" /local/real >>"$E2E_TMP/loop.log" 2>&1 || echo real >>"$E2E_TMP/loop.fail"
             echo round >>"$E2E_TMP/loop.rounds"
         done
@@ -224,7 +224,7 @@ print(sum(1 for k, o in owners.items() if len(o) < 2))
 EOF
 )
 e2e_check "every key is on both of its owners ($unowned short)" test "$unowned" = 0
-e2e_check "every file of content reads" python3 "$CATALL" "$CONTENT_MF" /local/content
+e2e_check "every file of content reads" python3 "$CATALL" "$CONTENT_MF" /local/content many/
 e2e_check "every file of real reads" python3 "$CATALL" "$REAL_MF" /local/real
 e2e_check "every file of the lazily ingested real reads" python3 "$CATALL" "$REAL_MF" /local/real-lazy
 "$MONOFS_BIN" admin status || true

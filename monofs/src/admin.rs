@@ -513,8 +513,21 @@ fn print_status(status: &Value) {
             cur.get("keys_copied").and_then(Value::as_u64).unwrap_or(0)
         );
     }
+    let received: Vec<String> = r["received_total"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(id, v)| format!("{id} {} keys ({})", num(v, "keys"), indicatif::HumanBytes(v["bytes"].as_u64().unwrap_or(0))))
+        .collect();
+    if !received.is_empty() {
+        println!("  copied to, since this router started: {}", received.join(", "));
+    }
     for (id, secs) in r["pending_failover"].as_object().into_iter().flatten() {
-        println!("  {id} is down: failed over in {}s unless it returns", secs.as_u64().unwrap_or(0));
+        if r["state"].as_str() == Some("drained") {
+            println!("  {id} is down: no failover while the cluster is drained");
+        } else {
+            println!("  {id} is down: failed over in {}s unless it returns", secs.as_u64().unwrap_or(0));
+        }
     }
 }
 

@@ -246,7 +246,11 @@ fn change_state(router: &Router, path: &str, body: &[u8]) -> Result<Value, (u16,
         }
         _ => {
             let node = field("node_id")?;
-            router.known_node(&node).map_err(|e| (400, e))?;
+            // A removed node's failover mark is cleared by its id alone.
+            let marked = path == "/api/failover/clear" && router.failovers().contains_key(&node);
+            if !marked {
+                router.known_node(&node).map_err(|e| (400, e))?;
+            }
             if path == "/api/failover" {
                 let f = router.set_failover(&node, crate::state::FailoverReason::Manual).map_err(unavailable)?;
                 Ok(json!({"node_id": node, "failover": f}))

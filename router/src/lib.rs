@@ -341,8 +341,12 @@ impl Router {
         Ok(f)
     }
 
+    /// Forget `node_id`'s failover mark: it is back, or it was removed from
+    /// the node list (then only its mark still names it).
     pub fn clear_failover(&self, node_id: &str) -> Result<(), String> {
-        self.known_node(node_id)?;
+        if !self.failovers().contains_key(node_id) {
+            self.known_node(node_id)?;
+        }
         self.write_entry(format!("{}{node_id}", state::FAILOVER_PREFIX), None)
     }
 

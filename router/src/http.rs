@@ -218,6 +218,7 @@ fn state_json(router: &Router) -> Result<Value, String> {
         "drain": router.drained(),
         "failovers": router.failovers(),
         "routers": router.routers(),
+        "members": router.members(),
         "repos": repos.len(),
     }))
 }

@@ -170,12 +170,45 @@ impl Router {
     /// Replace the node list (SIGHUP of `--nodes @FILE`): placement changes at
     /// once, reads still find keys on their old owners, and the repair moves
     /// the keys whose owners changed.
+    /// The list is also written to the cluster state (`members`), where every
+    /// other router, and a router started later with an older list, adopts it.
     pub fn set_nodes(&self, nodes: Vec<NodeAddr>) -> Result<(), String> {
+        self.apply_nodes(nodes.clone())?;
+        let list: Vec<String> = nodes.iter().map(|n| format!("{}={}", n.id, n.addr)).collect();
+        self.write_entry(state::MEMBERS.to_string(), Some(serde_json::json!(list)))
+            .map_err(|e| format!("node list applied here but not stored in the cluster state: {e}"))
+    }
+
+    /// Use `nodes` for placement from now on.
+    fn apply_nodes(&self, nodes: Vec<NodeAddr>) -> Result<(), String> {
         let before: Vec<String> = self.cluster.nodes().into_iter().map(|n| n.id).collect();
         self.cluster.set_nodes(nodes)?;
         let after: Vec<String> = self.cluster.nodes().into_iter().map(|n| n.id).collect();
         tracing::info!(before = ?before, after = ?after, "membership changed");
         Ok(())
+    }
+
+    /// The node list the cluster state holds (`id=host:port`), if an operator set one.
+    pub fn members(&self) -> Option<Vec<String>> {
+        let m = self.snapshot().and_then(|s| state::members(&s.state))?;
+        Some(m.into_iter().map(|n| format!("{}={}", n.id, n.addr)).collect())
+    }
+
+    /// Adopt the node list of the cluster state when it differs from this
+    /// router's (another router's SIGHUP, or this router started with an older
+    /// `--nodes`).
+    pub(crate) fn follow_members(&self) {
+        let Some(members) = self.snapshot().and_then(|s| state::members(&s.state)) else {
+            return;
+        };
+        let mine = self.cluster.nodes();
+        let same = members.len() == mine.len() && members.iter().all(|m| mine.contains(m));
+        if !same {
+            tracing::warn!("the cluster state names another node list than this router's: adopting it");
+            if let Err(e) = self.apply_nodes(members) {
+                tracing::error!(error = %e, "node list of the cluster state refused");
+            }
+        }
     }
 
     pub fn with_caches(mut self, c: CacheSizes) -> Router {

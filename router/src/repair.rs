@@ -123,6 +123,10 @@ pub struct RepairStatus {
     pub received_total: BTreeMap<String, Received>,
 }
 
+/// A node's handoff digest found complete, and the effective members it was
+/// computed under.
+type Verified = (Vec<String>, Vec<BucketDigest>);
+
 /// Shared between the repair thread and the HTTP API.
 #[derive(Default)]
 pub struct Repair {
@@ -132,7 +136,7 @@ pub struct Repair {
     trigger: Mutex<Option<(String, Option<String>)>>,
     /// Handoff digests verified complete, per node, with the membership they
     /// were computed under.
-    verified: Mutex<HashMap<String, (Vec<String>, Vec<BucketDigest>)>>,
+    verified: Mutex<HashMap<String, Verified>>,
 }
 
 impl Repair {
@@ -195,7 +199,8 @@ pub fn run(router: Arc<Router>, cfg: RepairConfig, shutdown: Arc<AtomicBool>) {
                 down_since.entry(h.id.clone()).or_insert_with(Instant::now);
             }
         }
-        // Every router places keys by the cluster's failover state.
+        // Every router places keys by the cluster's node list and failover state.
+        router.follow_members();
         let failovers = router.failovers();
         let excluded: BTreeSet<String> = failovers.keys().cloned().collect();
         if excluded != router.cluster.excluded() {

@@ -24,6 +24,9 @@ pub const REPO_PREFIX: &str = "repo/";
 pub const ROUTER_PREFIX: &str = "router/";
 pub const FAILOVER_PREFIX: &str = "failover/";
 pub const DRAIN: &str = "drain";
+/// The node list, as `id=host:port` strings: written when an operator changes it
+/// (SIGHUP of `--nodes @FILE`), adopted by every router.
+pub const MEMBERS: &str = "members";
 
 /// `drain`: the cluster is being drained (set by an operator).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +260,12 @@ impl Store {
     pub fn last(&self) -> Option<Arc<Snapshot>> {
         lock(&self.cache).as_ref().map(|(_, s)| s.clone())
     }
+}
+
+/// The node list of the `members` entry, if one was written.
+pub fn members(s: &ClusterState) -> Option<Vec<monofs_net::proto::NodeAddr>> {
+    let list: Vec<String> = serde_json::from_slice(s.value(MEMBERS)?).ok()?;
+    monofs_net::client::parse_nodes(&list.join(",")).ok()
 }
 
 /// The drain entry, if set.

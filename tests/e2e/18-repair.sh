@@ -10,7 +10,8 @@
 #     anti-entropy, and the bytes it received are far fewer than what it holds
 #   - drain, kill n2: no failover and no repair past the delay; undrain: n2 is failed
 #     over and its keys re-replicated
-#   - a fourth node added (SIGHUP of `--nodes @FILE`) and `admin rebalance`: only the
+#   - a fourth node added (SIGHUP of `--nodes @FILE`; a second router started with the
+#     old list adopts the new one from the cluster state) and `admin rebalance`: only the
 #     keys whose HRW owners changed move (counted against the owners `node-files`
 #     reports), every file reads during and after the move, also of a repository
 #     ingested lazily before the move
@@ -29,27 +30,6 @@ declare -A NODE_PORT=([n1]=${ports[3]} [n2]=${ports[4]} [n3]=${ports[5]} [n4]=${
 export MONOFS_ROUTER="http://127.0.0.1:$HTTP" MONOFS_SERVER="127.0.0.1:$NFS"
 export MONOFS_ADMIN_TOKEN_FILE="$E2E_TMP/admin.token"
 (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$MONOFS_ADMIN_TOKEN_FILE")
-
-start_node() {
-    local id="$1" before=0
-    [ -z "${NODE_LOG[$id]:-}" ] || before=$(grep -c "node ready" "${NODE_LOG[$id]}" || true)
-    for attempt in 1 2 3 4 5; do
-        e2e_bg "$MONOFS_BIN" node --addr "127.0.0.1:${NODE_PORT[$id]}" --node-id "$id" \
-            --db-path "$E2E_TMP/$id" --shards 1
-        NODE_PID[$id]=$E2E_BG_PID
-        local log="$E2E_TMP/bg-$((${#_e2e_pids[@]} - 1)).log"
-        for _ in $(seq 300); do
-            grep -q "node ready" "$log" 2>/dev/null && break
-            kill -0 "$E2E_BG_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        NODE_LOG[$id]=$log
-        grep -q "node ready" "$log" && return 0
-        # A killed node's port can stay taken for a moment (io_uring files close late).
-        sleep 1
-    done
-    echo "node $id did not start:"; cat "$log"; exit 1
-}
 
 # status JSON field by a python expression over v
 status_py() { curl -sf "$MONOFS_ROUTER/api/status" | python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
@@ -123,7 +103,7 @@ NODES_FILE="$E2E_TMP/nodes"
 printf 'n1=127.0.0.1:%s\nn2=127.0.0.1:%s\nn3=127.0.0.1:%s\n' "${NODE_PORT[n1]}" "${NODE_PORT[n2]}" "${NODE_PORT[n3]}" > "$NODES_FILE"
 
 e2e_step "three nodes, a fetcher, a router (RF 2, 1 MiB caches, failover after 4 s)"
-for id in n1 n2 n3; do start_node "$id"; done
+for id in n1 n2 n3; do e2e_start_node "$id"; done
 e2e_bg "$MONOFS_BIN" fetcher --port "$FETCHER" --cache-dir "$E2E_TMP/cache" --allow-local-sources
 e2e_wait_port "$FETCHER" 30
 e2e_bg "$MONOFS_BIN" router --port "$NFS" --http-port "$HTTP" --replication-factor 2 \
@@ -163,7 +143,7 @@ for i in $(seq 40); do head -c 20000 /dev/urandom > "$E2E_TMP/away/f$i.bin"; don
 git -C "$E2E_TMP/away" add -A && git -C "$E2E_TMP/away" -c user.name=t -c user.email=t@t commit -qm away
 "$MONOFS_BIN" ingest "$E2E_TMP/away" --source-id local/away --content eager </dev/null >/dev/null
 before=$(status_py "v['repair']['received_total'].get('n3', {}).get('bytes', 0)")
-start_node n3
+e2e_start_node n3
 e2e_check "n3 is healthy and no longer failed over" wait_status "'n3' not in v['cluster']['failovers'] and all(n['healthy'] for n in v['nodes'])" 30
 e2e_check "a repair pass after n3's return finds nothing missing" \
     wait_status "v['repair']['last'] is not None and v['repair']['last']['finished_unix_ms'] is not None and v['repair']['under_replicated'] == 0 and v['repair']['received_total'].get('n3', {}).get('bytes', 0) > $before" 60
@@ -187,18 +167,30 @@ e2e_check "files still read" python3 "$CATALL" "$REAL_MF" /local/real
 "$MONOFS_BIN" admin undrain >/dev/null
 e2e_check "undrain: n2 is failed over" wait_status "'n2' in v['cluster']['failovers']" 30
 e2e_check "and every key is back on 2 nodes (n1 and n3)" wait_replicated undrained 2 120 n1 n3
-start_node n2
+e2e_start_node n2
 e2e_check "n2 back, healthy" wait_status "'n2' not in v['cluster']['failovers'] and all(n['healthy'] for n in v['nodes'])" 30
 
 e2e_step "add n4 and rebalance"
 "$MONOFS_BIN" ingest "$MONOFS_TEST_REPOS/real" --source-id local/real-lazy --content lazy </dev/null >/dev/null
 e2e_check "a quiet pass first" wait_status "v['repair']['state'] == 'idle' and v['repair']['under_replicated'] == 0" 60
 list_keys before4 n1 n2 n3
-start_node n4
+e2e_start_node n4
 printf 'n4=127.0.0.1:%s\n' "${NODE_PORT[n4]}" >> "$NODES_FILE"
 read_loop
 kill -HUP "$ROUTER_PID"
 e2e_check "the router sees 4 nodes" wait_status "v['cluster']['nodes'] == 4 and all(n['healthy'] for n in v['nodes'])" 20
+e2e_check "the list is in the cluster state" e2e_json_check <(curl -sf "$MONOFS_ROUTER/api/state") "len(v['members']) == 4"
+# A router started with the old list learns the new one from the cluster state (its
+# id sorts after the first router's, which stays the repair leader).
+p2=($(e2e_free_ports 2))
+e2e_bg "$MONOFS_BIN" router --port "${p2[0]}" --http-port "${p2[1]}" --replication-factor 2 \
+    --nodes "n1=127.0.0.1:${NODE_PORT[n1]},n2=127.0.0.1:${NODE_PORT[n2]},n3=127.0.0.1:${NODE_PORT[n3]}" \
+    --router-id "~second" --admin-token-file "$MONOFS_ADMIN_TOKEN_FILE"
+SECOND_PID=$E2E_BG_PID
+e2e_wait_port "${p2[1]}" 30
+e2e_check "a router started with 3 nodes adopts the 4 of the cluster state" \
+    env MONOFS_ROUTER="http://127.0.0.1:${p2[1]}" bash -c "$(declare -f status_py wait_status); wait_status \"v['cluster']['nodes'] == 4\" 20"
+e2e_stop "$SECOND_PID" 20 || true
 "$MONOFS_BIN" admin rebalance >/dev/null
 e2e_check "n4 received keys" wait_status "v['repair']['received_total'].get('n4', {}).get('keys', 0) > 0 and v['repair']['state'] == 'idle'" 60
 e2e_check "a pass finds nothing missing" wait_status "v['repair']['state'] == 'idle' and v['repair']['under_replicated'] == 0" 60

@@ -88,6 +88,7 @@ e2e_vm() { "$MONOFS_ROOT/vm/run.sh" "$@"; }
 #                      CLI), MONOFS_ADMIN_TOKEN_FILE (DATA_DIR/admin.token, for the CLI),
 #                      E2E_UP_PID, E2E_UP_LOG. A second call (a restart) reuses the ports.
 #   e2e_ingest URL [monofs ingest ARGS...]   ingest into the cluster of the last e2e_up
+#   e2e_start_node ID  start `monofs node` ID (NODE_PORT/NODE_PID/NODE_LOG arrays), wait until ready
 #   e2e_stop PID [SECS]  SIGTERM PID (an e2e_bg child), wait up to SECS (20) for it, then
 #                      SIGKILL; returns its exit status (124 if it had to be killed)
 #   e2e_at_exit CMD    run CMD (eval) at exit, before the e2e_bg processes are killed
@@ -252,4 +253,27 @@ PY
 e2e_done() {
     echo "checks: $E2E_PASSED passed, $E2E_FAILED failed"
     [ "$E2E_FAILED" = 0 ]
+}
+
+# e2e_start_node ID   start `monofs node` ID on 127.0.0.1:${NODE_PORT[ID]} with its data in
+#   $E2E_TMP/ID (one shard) and wait for its "node ready" line; sets NODE_PID[ID] and
+#   NODE_LOG[ID] (the caller declares the three arrays). A killed node's port can stay
+#   taken for a moment (io_uring files close late): a start that fails is retried.
+e2e_start_node() {
+    local id="$1" log attempt
+    for attempt in 1 2 3 4 5; do
+        e2e_bg "$MONOFS_BIN" node --addr "127.0.0.1:${NODE_PORT[$id]}" --node-id "$id" \
+            --db-path "$E2E_TMP/$id" --shards 1
+        NODE_PID[$id]=$E2E_BG_PID
+        log="$E2E_TMP/bg-$((${#_e2e_pids[@]} - 1)).log"
+        for _ in $(seq 300); do
+            grep -q "node ready" "$log" 2>/dev/null && break
+            kill -0 "$E2E_BG_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        NODE_LOG[$id]=$log
+        grep -q "node ready" "$log" && return 0
+        sleep 1
+    done
+    echo "node $id did not start:"; cat "$log"; return 1
 }

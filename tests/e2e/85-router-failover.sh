@@ -314,7 +314,8 @@ log "n2 partitioned during round $k"
 e2e_check "the routers mark n2 unhealthy" wait_status router1 20 \
     "[n for n in v['nodes'] if n['id'] == 'n2'][0]['healthy'] == False"
 e2e_check "round $k, read while n2 was partitioned, passed" round_ok "$k"
-log "before healing: n2 failed over: $(status_py router1 "'n2' in v['cluster']['failovers']"); repair received so far: $(status_py router1 "v['repair']['received_total']")"
+lead=$(leader)
+log "before healing: n2 failed over: $(status_py "$lead" "'n2' in v['cluster']['failovers']"); received by repair ($lead leads): $(status_py "$lead" "v['repair']['received_total']")"
 netns_heal n2
 log "n2 healed"
 e2e_check "n2 healthy again and not failed over (router1, router2)" \

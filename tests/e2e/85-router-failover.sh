@@ -6,7 +6,16 @@
 # the sha256 of files of 1-3 MiB and of the 110 MiB big/big.bin), dropping its caches before each round so every round
 # reads from the server. While it reads, the router holding its connection (from
 # HAProxy's stats socket) is killed with SIGKILL in the middle of a 110 MiB read; then that router is started again and
-# the other one killed. Every round must pass: no ESTALE, no EIO, every hash right.
+# the other one killed. Then node faults, each during a round, with both routers up
+# (1 MiB block and directory caches, so no router cache hides a lost node; health probes
+# every 500 ms, unhealthy after 2 s, failover after 5 s, a repair pass every 2 s):
+#   - n2 partitioned (its link down): the routers route around it (GET timeout, then
+#     the next replica) and mark it unhealthy; healed, both report it healthy again
+#   - n1 stopped with SIGTERM and started again (same address and data) mid-read
+#   - n3 killed with SIGKILL: the repair leader fails it over, a finished pass finds
+#     nothing under-replicated, `admin node-files` shows every key on both n1 and n2,
+#     and one more round reads the tree off the two nodes left
+# Every round must pass: no ESTALE, no EIO, every hash right.
 # One VM boot for the whole script; host and guest coordinate through a small HTTP file
 # server in the client's namespace (the guest reaches it as 10.0.2.2): the guest reports
 # each step of a round in the query of a GET (the server logs it at once; the console
@@ -41,10 +50,27 @@ TOKEN="$E2E_TMP/admin.token"
 (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "$TOKEN")
 
 e2e_step "nodes, fetcher"
-for i in 1 2 3; do
-    netns_bg "n$i" "$MONOFS_BIN" node --addr "$(netns_addr "n$i"):7000" --node-id "n$i" \
-        --db-path "$E2E_TMP/n$i" --shards 1 "${KEY[@]}"
-done
+# start_node ID: a node on its host's address and data directory; until it is ready. A
+# node stopped a moment ago may find its port still taken (io_uring files close late).
+start_node() {
+    local log attempt
+    for attempt in 1 2 3 4 5; do
+        netns_bg "$1" "$MONOFS_BIN" node --addr "$(netns_addr "$1"):7000" --node-id "$1" \
+            --db-path "$E2E_TMP/$1" --shards 1 "${KEY[@]}"
+        eval "PID_$1=$NETNS_BG_PID"
+        log="$E2E_TMP/bg-$((${#_e2e_pids[@]} - 1)).log"
+        for _ in $(seq 300); do
+            grep -q "node ready" "$log" 2>/dev/null && return 0
+            kill -0 "$NETNS_BG_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -q "node ready" "$log" && return 0
+        sleep 1
+    done
+    cat "$log" >&2
+    fail "node $1 did not start"
+}
+for i in 1 2 3; do start_node "n$i"; done
 netns_bg fetcher "$MONOFS_BIN" fetcher --bind "$(netns_addr fetcher)" --port 9200 \
     --cache-dir "$E2E_TMP/fetcher" --allow-local-sources "${KEY[@]}"
 for i in 1 2 3; do netns_wait_tcp client "$(netns_addr "n$i")" 7000; done
@@ -54,7 +80,9 @@ e2e_step "routers, HAProxy"
 start_router() {
     netns_bg "$1" "$MONOFS_BIN" router --bind 0.0.0.0 --port 2049 --http-port 8080 \
         --nodes "$NODES" --replication-factor 2 --fetchers "$FETCHER" \
-        --admin-token-file "$TOKEN" "${KEY[@]}"
+        --admin-token-file "$TOKEN" --health-interval 500ms --unhealthy-threshold 2s \
+        --rebalance-delay 5s --repair-interval 2s --repair-bandwidth 256M \
+        --block-cache 1M --dir-cache 1M "${KEY[@]}"
     eval "PID_$1=$NETNS_BG_PID"
     netns_wait_tcp client "$(netns_addr "$1")" 2049
     netns_wait_tcp client "$(netns_addr "$1")" 8080
@@ -233,6 +261,127 @@ e2e_ok "$KILLED restarted, HAProxy reports it UP"
 kill_serving
 [ "$KILLED" != "$first" ] || fail "the second kill hit $first again"
 after_kill
+
+# ------------------------------------------------------------------ node faults
+log() { echo "e2e: [$(e2e_secs)s] $*" >&2; }
+# status ROUTER: `monofs admin status --format json` of that router, from the client
+# host (the command exits 5 while a node is unhealthy; the JSON is what counts)
+status() {
+    netns_exec client "$MONOFS_BIN" admin status --format json \
+        --router "http://$(netns_addr "$1"):8080" 2>/dev/null || true
+}
+# status_py ROUTER EXPR: a python expression over its status v
+status_py() { status "$1" | python3 -c "import json,sys; v=json.load(sys.stdin); print($2)" 2>/dev/null || true; }
+# leader: the router that runs failover and repair (the other one only follows)
+leader() {
+    local r
+    for r in router1 router2; do
+        [ "$(status_py "$r" "v['repair']['role']")" != leader ] || { echo "$r"; return; }
+    done
+}
+# wait_status ROUTER SECS EXPR: until EXPR over ROUTER's status prints True
+wait_status() {
+    local i
+    for ((i = 0; i < $2 * 2; i++)); do
+        [ "$(status_py "$1" "$3")" != True ] || return 0
+        sleep 0.5
+    done
+    echo "status of $1 never satisfied: $3" >&2
+    status "$1" | head -c 3000 >&2
+    return 1
+}
+# next_round: the number of the guest's next round to start
+next_round() { echo $(($(started) + 1)); }
+# round_ok K: the guest's round K (waited for) ended with every hash right
+round_ok() {
+    wait_round "$1" end
+    log "round $1: $(grep -o "round=$1&at=end-[a-z]*" "$CTL_LOG" | head -n 1)"
+    grep -q "round=$1&at=end-ok" "$CTL_LOG"
+}
+
+e2e_step "restart $KILLED (both routers serve the node faults)"
+start_router "$KILLED"
+wait_hap "$KILLED" UP 20
+e2e_check "both routers see 3 healthy nodes" wait_status router1 20 \
+    "v['cluster']['nodes'] == 3 and all(n['healthy'] for n in v['nodes'])"
+
+e2e_step "partition n2 during a round"
+k=$(next_round)
+wait_round "$k" start
+sleep 1
+netns_partition n2
+log "n2 partitioned during round $k"
+e2e_check "the routers mark n2 unhealthy" wait_status router1 20 \
+    "[n for n in v['nodes'] if n['id'] == 'n2'][0]['healthy'] == False"
+e2e_check "round $k, read while n2 was partitioned, passed" round_ok "$k"
+lead=$(leader)
+log "before healing: n2 failed over: $(status_py "$lead" "'n2' in v['cluster']['failovers']"); received by repair ($lead leads): $(status_py "$lead" "v['repair']['received_total']")"
+netns_heal n2
+log "n2 healed"
+e2e_check "n2 healthy again and not failed over (router1, router2)" \
+    wait_status router1 30 "'n2' not in v['cluster']['failovers'] and all(n['healthy'] for n in v['nodes'])"
+e2e_check "router2 agrees" \
+    wait_status router2 30 "'n2' not in v['cluster']['failovers'] and all(n['healthy'] for n in v['nodes'])"
+
+e2e_step "restart n1 in the middle of a round"
+k=$(next_round)
+wait_round "$k" big
+netns_kill n1 "$PID_n1" TERM
+start_node n1
+log "n1 stopped (SIGTERM) and started again during round $k"
+e2e_check "round $k, read while n1 restarted, passed" round_ok "$k"
+e2e_check "n1 healthy again" wait_status router1 30 "all(n['healthy'] for n in v['nodes'])"
+
+e2e_step "kill -9 n3 during a round; failover and repair"
+k=$(next_round)
+wait_round "$k" start
+sleep 1
+# what the repair leader's nodes received before, to tell this repair's copies apart
+recv0=$(status_py "$(leader)" "sum(t['bytes'] for t in v['repair']['received_total'].values())")
+keys0=$(status_py "$(leader)" "sum(t['keys'] for t in v['repair']['received_total'].values())")
+netns_kill n3 "$PID_n3" KILL
+t0=$(date +%s)
+log "n3 killed (SIGKILL) during round $k"
+e2e_check "round $k, read while n3 died, passed" round_ok "$k"
+lead=$(leader)
+[ -n "$lead" ] || fail "no router reports the repair leader's role"
+log "repair leader: $lead"
+e2e_check "n3 is failed over" wait_status "$lead" 60 "'n3' in v['cluster']['failovers']"
+t_fo=$(date +%s)
+log "n3 failed over (seen $((t_fo - t0))s after the kill): $(status_py "$lead" "v['cluster']['failovers']")"
+e2e_check "a finished repair pass finds nothing under-replicated" wait_status "$lead" 180 \
+    "'n3' in v['cluster']['failovers'] and v['repair']['last'] is not None and v['repair']['last']['finished_unix_ms'] is not None and v['repair']['last']['started_unix_ms'] >= $t_fo * 1000 and v['repair']['under_replicated'] == 0"
+log "repair done $(( $(date +%s) - t0 ))s after the kill"
+# every key of n1 and n2 (NDJSON of node-files; the summary must say complete)
+: > "$E2E_TMP/keys.txt"
+for id in n1 n2; do
+    netns_exec client "$MONOFS_BIN" admin node-files --node-id "$id" --limit 0 --format json \
+        --router "http://$(netns_addr "$lead"):8080" --admin-token-file "$TOKEN" \
+        | python3 -c "
+import json, sys
+done = False
+for line in sys.stdin:
+    v = json.loads(line)
+    if 'summary' in v:
+        assert v['summary']['complete'], v
+        done = True
+        continue
+    print('$id', f\"{v['kind']}:{v['oid']}:{v['chunk']}\")
+assert done, 'no summary line'
+" >> "$E2E_TMP/keys.txt" || fail "admin node-files --node-id $id"
+done
+read -r keys short < <(python3 - "$E2E_TMP/keys.txt" <<'EOF'
+import collections, sys
+c = collections.Counter(line.split()[1] for line in open(sys.argv[1]))
+print(len(c), sum(1 for n in c.values() if n < 2))
+EOF
+)
+copied=$(status_py "$lead" "sum(t['bytes'] for t in v['repair']['received_total'].values()) - ${recv0:-0}")
+copied_keys=$(status_py "$lead" "sum(t['keys'] for t in v['repair']['received_total'].values()) - ${keys0:-0}")
+echo "after n3's loss: $keys distinct keys on n1 and n2, $short on one only; the repair copied $copied_keys keys, $copied bytes (received_total: $(status_py "$lead" "v['repair']['received_total']"))"
+e2e_check "every key is on both n1 and n2 ($keys keys, $short short)" [ "$keys" -gt 0 -a "$short" = 0 ]
+k=$(next_round)
+e2e_check "round $k, after the repair, passed" round_ok "$k"
 
 echo done > "$E2E_TMP/ctl/phase"
 set +e

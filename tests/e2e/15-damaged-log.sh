@@ -59,7 +59,8 @@ echo "log $SIZE bytes; record at $REC_OFF ($REC_LEN bytes) damaged"
 
 e2e_step "restart"
 e2e_up "$DATA" --nodes 2 --replication-factor 2
-e2e_check "the log is not cut" test "$(stat -c %s "$LOG")" = "$SIZE"
+# (It may have grown: the router stores its heartbeat in the cluster state at start.)
+e2e_check "the log is not cut" test "$(stat -c %s "$LOG")" -ge "$SIZE"
 e2e_check "no tail copied aside" test -z "$(ls "$DATA/nodes/n1" | grep cut- || true)"
 logged() { sed 's/\x1b\[[0-9;]*m//g' "$E2E_UP_LOG" | grep -q "$1"; }
 e2e_check "the node logs the damaged extent (offset $REC_OFF, length $REC_LEN)" \

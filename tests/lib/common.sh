@@ -29,7 +29,18 @@ _e2e_cleanup() {
         for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
         kill -9 "$p" 2>/dev/null || true
     done
-    [ "${E2E_KEEP_TMP:-0}" = 1 ] || rm -rf "$E2E_TMP"
+    [ "${E2E_KEEP_TMP:-0}" = 1 ] || _e2e_rm_tmp
+}
+# A `git fetch` started by a fetcher outlives it for a moment and may still write
+# into the cache under E2E_TMP: stop such stragglers and try again.
+_e2e_rm_tmp() {
+    local i
+    for i in 1 2 3 4 5; do
+        rm -rf "$E2E_TMP" 2>/dev/null && return 0
+        pkill -f -- "$E2E_TMP" 2>/dev/null || true
+        sleep 0.5
+    done
+    echo "e2e: cannot remove $E2E_TMP" >&2
 }
 trap _e2e_cleanup EXIT
 

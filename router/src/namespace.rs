@@ -58,6 +58,14 @@ impl Conflict {
     }
 }
 
+/// Whether a path published from `a` may be published again from `b`: the same
+/// URL (a refresh), or two versions of one Go module (`go:MODULE@VERSION`), whose
+/// proxy listing `/go/proxy/MODULE/@v` every version of the module updates.
+fn same_source(a: &str, b: &str) -> bool {
+    let module = |u: &str| u.strip_prefix("go:").and_then(|m| m.rsplit_once('@')).map(|(m, _)| m.to_string());
+    a == b || module(a).is_some_and(|m| module(b) == Some(m))
+}
+
 /// Whether one of `accepted` lies inside `path` or `path` inside one of them.
 fn nests(accepted: &BTreeSet<String>, path: &str) -> bool {
     let ancestor = path.match_indices('/').any(|(i, _)| accepted.contains(&path[..i]));
@@ -170,7 +178,7 @@ impl Namespace {
         let path = new.path.as_str();
         for r in repos {
             if r.path == path {
-                if r.url != new.url {
+                if !same_source(&r.url, &new.url) {
                     return Err(Conflict::OtherUrl(r.url.clone()));
                 }
                 continue;
@@ -241,6 +249,12 @@ mod tests {
         let c = Namespace::check_new(&repos, &other).unwrap_err();
         assert_eq!(c, Conflict::OtherUrl(String::new()));
         assert!(c.message(&other).contains("--source-id"));
+        // Versions of one Go module share the module's proxy listing; other modules do not.
+        let v1 = NsEntry { url: "go:example.com/m@v1.0.0".into(), ..e("go/proxy/example.com/m/@v", 0) };
+        let v2 = NsEntry { url: "go:example.com/m@v1.1.0".into(), ..v1.clone() };
+        let n = NsEntry { url: "go:example.com/n@v1.0.0".into(), ..v1.clone() };
+        assert!(Namespace::check_new(&[v1.clone()], &v2).is_ok());
+        assert!(Namespace::check_new(&[v1], &n).is_err());
     }
 
     fn put(s: &mut ClusterState, wall_ms: u64, writer: &str, n: &NsEntry) {

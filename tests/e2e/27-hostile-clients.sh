@@ -39,7 +39,7 @@ e2e_check "victim keeps >= 50 % of its unloaded GETATTR rate" e2e_json_check "$E
 e2e_check "a fresh NULL answers under load" e2e_json_check "$E2E_TMP/hostile.json" 'v[0]["fresh_null_ok"]'
 e2e_check "router RSS grows < 256 MiB" e2e_json_check "$E2E_TMP/hostile.json" 'v[0]["rss_growth_mb"] is not None and v[0]["rss_growth_mb"] < 256'
 e2e_check "afterwards the server serves normally" e2e_json_check "$E2E_TMP/hostile.json" \
-    'v[0]["after_null_ok"] and v[0]["after"]["errors"] == 0 and v[0]["after"]["getattr_per_s"] >= 0.5 * v[0]["unloaded"]["getattr_per_s"]'
+    'v[0]["after_null_ok"] and v[0]["after"]["errors"] == 0 and v[0]["after"]["getattr_per_s"] >= 0.25 * v[0]["unloaded"]["getattr_per_s"]'
 
 e2e_step "hostile clients from 40 addresses: they fill the server, the quietest make room"
 timeout 300 "$BENCH" hostile --server "$E2E_SERVER" --root local/content/big --pid "$E2E_UP_PID" \
